@@ -1,0 +1,102 @@
+"""Small shared machinery: Playwright-style event emitters, change notification, deadlines."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import trio
+
+from ._errors import TimeoutError
+
+__all__ = ["DEFAULT_TIMEOUT", "Changes", "EventEmitter", "deadline"]
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@contextmanager
+def deadline(timeout: float | None, what: str) -> Iterator[trio.CancelScope]:
+    """Run the block within ``timeout`` seconds (None: the 30 s default; 0: no limit).
+
+    Raises:
+        TimeoutError: naming ``what`` was waited for.
+    """
+    seconds = DEFAULT_TIMEOUT if timeout is None else timeout
+    limit = math.inf if seconds == 0 else seconds
+    with trio.move_on_after(limit) as scope:
+        yield scope
+    if scope.cancelled_caught:
+        raise TimeoutError(f"Timeout {seconds * 1000:.0f}ms exceeded while {what}")
+
+
+class Changes:
+    """Wakes everyone waiting for some state to change; they re-check their condition."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Return once ``predicate()`` is true; it is checked after every change."""
+        while not predicate():
+            await self._event.wait()
+
+
+Listener = Callable[..., Any]
+
+
+class EventEmitter:
+    """``on`` / ``once`` / ``remove_listener`` as in Playwright.
+
+    Sync listeners run inline, in order; async listeners are started as tasks in
+    the owner's nursery. A listener's exception is not swallowed: it propagates
+    out of the ``launch()``/``connect()`` block that owns the object.
+    """
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._listener_nursery = nursery
+        self._listeners: dict[str, list[tuple[Listener, bool]]] = {}
+
+    def on(self, event: str, callback: Listener) -> None:
+        """Call ``callback`` every time ``event`` happens."""
+        self._listeners.setdefault(event, []).append((callback, False))
+
+    def once(self, event: str, callback: Listener) -> None:
+        """Call ``callback`` the next time ``event`` happens, then forget it."""
+        self._listeners.setdefault(event, []).append((callback, True))
+
+    def remove_listener(self, event: str, callback: Listener) -> None:
+        """Stop calling ``callback`` for ``event`` (all registrations of it)."""
+        listeners = self._listeners.get(event)
+        if listeners:
+            listeners[:] = [entry for entry in listeners if entry[0] is not callback]
+
+    def _has_listeners(self, event: str) -> bool:
+        return bool(self._listeners.get(event))
+
+    def _emit(self, event: str, *args: Any) -> None:
+        listeners = self._listeners.get(event)
+        if not listeners:
+            return
+        for entry in tuple(listeners):
+            callback, once = entry
+            if once and entry in listeners:
+                listeners.remove(entry)
+            if inspect.iscoroutinefunction(callback):
+                self._listener_nursery.start_soon(callback, *args)
+            else:
+                result = callback(*args)
+                if inspect.isawaitable(result):
+                    self._listener_nursery.start_soon(_await, result)
+
+
+async def _await(awaitable: Any) -> None:
+    await awaitable

@@ -1,0 +1,152 @@
+"""Message transports under the CDP connection: a pipe pair, a WebSocket, or a test fake.
+
+A transport moves whole JSON messages and nothing else; it knows no CDP. The
+connection owns the single reader and serialises writers, so a transport may
+assume one ``receive`` and one ``send`` at a time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from typing import Protocol
+
+import trio
+import trio_websocket
+
+__all__ = ["PipeTransport", "Transport", "TransportClosed", "WebSocketTransport"]
+
+# Chromium writes large CDP messages (screenshots, 16 MiB WebSocket frames in
+# base64) through the pipe; a bigger pipe buffer means fewer wake-ups per message.
+_PIPE_SIZE = 1 << 20
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_READ_SIZE = 1 << 20
+
+
+class TransportClosed(Exception):
+    """The peer closed the transport, or it broke. Internal: the connection translates it."""
+
+
+class Transport(Protocol):
+    """Whole-message duplex channel to a browser."""
+
+    async def send(self, messages: list[str]) -> None:
+        """Send JSON messages, in order. Raises TransportClosed if the peer is gone."""
+
+    async def receive(self) -> str | bytes:
+        """Receive one whole JSON message. Raises TransportClosed at end of stream."""
+
+    async def aclose(self) -> None:
+        """Close the transport. Idempotent."""
+
+
+def grow_pipe(fd: int) -> None:
+    """Ask the kernel for a 1 MiB pipe buffer; keep the default if refused."""
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+    except OSError:
+        pass
+
+
+class PipeTransport:
+    """Chromium's ``--remote-debugging-pipe``: NUL-terminated JSON over two pipes.
+
+    Args:
+        read_fd: the end we read the browser's messages from (its fd 4).
+        write_fd: the end we write commands to (its fd 3).
+
+    Resource handling: takes ownership of both descriptors; ``aclose`` closes them,
+    which the browser sees as end of file and answers by exiting.
+    """
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        grow_pipe(read_fd)
+        grow_pipe(write_fd)
+        self._reader = trio.lowlevel.FdStream(read_fd)
+        self._writer = trio.lowlevel.FdStream(write_fd)
+        self._buffer = bytearray()
+        self._start = 0  # where the next unread message begins in _buffer
+        self._scanned = 0  # bytes from _start already known to hold no NUL
+
+    async def send(self, messages: list[str]) -> None:
+        # One write for the whole batch: the browser reads it in one go, too.
+        data = "\0".join(messages).encode() + b"\0"
+        try:
+            await self._writer.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TransportClosed(f"pipe to the browser closed: {exc}") from exc
+
+    async def receive(self) -> bytes:
+        buffer = self._buffer
+        while True:
+            end = buffer.find(b"\0", self._start + self._scanned)
+            if end >= 0:
+                message = bytes(buffer[self._start : end])
+                self._start = end + 1
+                self._scanned = 0
+                if self._start == len(buffer):
+                    buffer.clear()
+                    self._start = 0
+                elif self._start > _READ_SIZE:
+                    del buffer[: self._start]
+                    self._start = 0
+                return message
+            self._scanned = len(buffer) - self._start
+            try:
+                chunk = await self._reader.receive_some(_READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise TransportClosed(f"pipe from the browser closed: {exc}") from exc
+            if not chunk:
+                raise TransportClosed("the browser closed its end of the pipe")
+            buffer += chunk
+
+    async def aclose(self) -> None:
+        await self._writer.aclose()
+        await self._reader.aclose()
+
+
+class WebSocketTransport:
+    """CDP over a WebSocket (``ws://host:port/devtools/browser/<id>``), for ``connect()``.
+
+    Resource handling: the trio-websocket connection's background task runs in the
+    nursery given to :meth:`open`; ``aclose`` closes the WebSocket.
+    """
+
+    def __init__(self, connection: trio_websocket.WebSocketConnection) -> None:
+        self._ws = connection
+
+    @classmethod
+    async def open(cls, nursery: trio.Nursery, url: str) -> WebSocketTransport:
+        # No message size limit (a CDP message may carry a 256 MiB screenshot or
+        # frame) and a large receive buffer: the 4 KiB default is several times slower.
+        ws = await trio_websocket.connect_websocket_url(
+            nursery,
+            url,
+            max_message_size=1 << 40,
+            receive_buffer_size=_READ_SIZE,
+            message_queue_size=0,
+        )
+        return cls(ws)
+
+    async def send(self, messages: list[str]) -> None:
+        try:
+            for message in messages:
+                await self._ws.send_message(message)
+        except trio_websocket.ConnectionClosed as exc:
+            raise TransportClosed(f"WebSocket to the browser closed: {exc.reason}") from exc
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise TransportClosed(f"WebSocket to the browser closed: {exc.reason}") from exc
+
+    async def aclose(self) -> None:
+        await self._ws.aclose()
+
+
+def close_fd_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
