@@ -87,7 +87,9 @@ class BrowserContext(EventEmitter):
         browser = self._browser
         with deadline(DEFAULT_TIMEOUT, "waiting for the new page to attach"):
             await browser._changes.wait_for(
-                lambda: browser._closed or ((page := browser._pages.get(target_id)) is not None and page._ready.is_set())
+                lambda: (
+                    browser._closed or ((page := browser._pages.get(target_id)) is not None and page._ready.is_set())
+                )
             )
         browser._check_connected()
         page = browser._pages[target_id]
@@ -553,4 +555,3 @@ async def connect(endpoint_url: str, *, timeout: float = 30.0) -> AsyncIterator[
                         await browser.close()
                     nursery.cancel_scope.cancel(reason="disconnected")
             ws_nursery.cancel_scope.cancel(reason="disconnected")
-

@@ -92,7 +92,9 @@ def find_executable(executable_path: str | os.PathLike[str] | None = None) -> st
     resolved = candidate if os.sep in candidate else shutil.which(candidate)
     if resolved and os.path.isfile(resolved) and os.access(resolved, os.X_OK):
         return resolved
-    raise LaunchError(f"Chromium executable {candidate!r} (from {origin}) was not found or is not executable.\n{install_hint(lock)}")
+    raise LaunchError(
+        f"Chromium executable {candidate!r} (from {origin}) was not found or is not executable.\n{install_hint(lock)}"
+    )
 
 
 def install_hint(lock: BrowserLock | None = None) -> str:
@@ -184,7 +186,8 @@ def install(*, out: object = None) -> int:
         say(f"{executable} did not report a version; is it a Chromium?")
         return 1
     if int(version.split(".")[0]) != lock.major:
-        say(f"warning: Chromium {version} at {executable} is outside browsers.lock ({lock.version}, major {lock.major}).")
+        say(f"warning: Chromium {version} at {executable} is outside browsers.lock")
+        say(f"         which pins {lock.version} (major {lock.major}); behaviour may differ.")
     else:
         note = "" if version == lock.version else f" (the lock's tested version is {lock.version})"
         say(f"Chromium {version} at {executable}: ready{note}.")

@@ -171,7 +171,9 @@ class CDPSession:
         return remove
 
     @asynccontextmanager
-    async def listen(self, *events: type | str, buffer_size: int = 256) -> AsyncIterator[trio.MemoryReceiveChannel[object]]:
+    async def listen(
+        self, *events: type | str, buffer_size: int = 256
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[object]]:
         """Receive typed events (all of them when none are named) through a bounded channel.
 
         Events PyCDP cannot parse arrive as :class:`RawEvent`. The channel ends when

@@ -6,11 +6,10 @@ loopback, one request per connection.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-
-import functools
 
 import h11
 import trio

@@ -414,7 +414,9 @@ class Page(EventEmitter):
         seen = len(frame._committed), frame._loader_id
         with deadline(timeout, f'reloading "{self.url}", waiting until "{wait_until}"'):
             await self._session.send("Page.reload")
-            await self._changes.wait_for(lambda: self._closed or frame._loader_id != seen[1] or len(frame._committed) != seen[0])
+            await self._changes.wait_for(
+                lambda: self._closed or frame._loader_id != seen[1] or len(frame._committed) != seen[0]
+            )
             self._check_open()
             assert frame._loader_id is not None
             await frame._wait_for_loader(frame._loader_id, wait_until, self.url)
@@ -516,7 +518,9 @@ class Page(EventEmitter):
         frame_id = str(info.get("id"))
         frame = self._frames.get(frame_id)
         if frame is None:
-            frame = self._new_frame(frame_id, parent if parent is not None else self._frames.get(str(info.get("parentId"))), session)
+            frame = self._new_frame(
+                frame_id, parent if parent is not None else self._frames.get(str(info.get("parentId"))), session
+            )
             frame._navigated(info, session)
         elif frame._loader_id is None:
             frame._navigated(info, session)
@@ -619,7 +623,10 @@ class Page(EventEmitter):
         message = ConsoleMessage(
             type=str(params.get("type", "log")),
             text=" ".join(_console_text(arg) for arg in args),
-            args=[from_remote(arg) if "value" in arg or "unserializableValue" in arg else _console_text(arg) for arg in args],
+            args=[
+                from_remote(arg) if "value" in arg or "unserializableValue" in arg else _console_text(arg)
+                for arg in args
+            ],
             location={
                 "url": top.get("url", ""),
                 "lineNumber": top.get("lineNumber", 0),
@@ -666,4 +673,3 @@ class Page(EventEmitter):
         self._changes.notify()
         self._context._page_closed(self)
         self._emit("close", self)
-

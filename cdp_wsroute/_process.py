@@ -189,16 +189,27 @@ class BrowserProcess:
                     await trio.lowlevel.wait_readable(pidfd)
             finally:
                 os.close(pidfd)
-        else:  # pragma: no cover - kernels before 5.3
-            while self.poll() is None:
-                await trio.sleep(0.05)
+        else:  # pragma: no cover - kernels before 5.3: a thread blocks in waitpid instead
+            await trio.to_thread.run_sync(self._blocking_wait, abandon_on_cancel=True)
         return self.returncode  # type: ignore[return-value]
 
+    def _blocking_wait(self) -> None:
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            self.returncode = -1
+        else:
+            self.returncode = os.waitstatus_to_exitcode(status)
+
     def kill(self) -> None:
-        """SIGKILL the browser's whole process group."""
-        for target in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)):
+        """SIGKILL the browser's whole process group (and the browser, should it have left it)."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.returncode is None:
             try:
-                target()
+                os.kill(self.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
 

@@ -105,7 +105,9 @@ def cdp_wsroute_shared_browser(pytestconfig: pytest.Config) -> Iterator[SharedBr
 
 
 @pytest.fixture
-async def browser(pytestconfig: pytest.Config, cdp_wsroute_shared_browser: SharedBrowser | None) -> AsyncIterator[Browser]:
+async def browser(
+    pytestconfig: pytest.Config, cdp_wsroute_shared_browser: SharedBrowser | None
+) -> AsyncIterator[Browser]:
     """A Browser for this test: connected to the shared process, or launched for the test."""
     if cdp_wsroute_shared_browser is None:
         async with launch(**_launch_options(pytestconfig)) as launched:  # type: ignore[arg-type]
