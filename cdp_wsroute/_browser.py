@@ -24,7 +24,9 @@ from ._browsers import check_version, find_executable, parse_version
 from ._connection import JSON, CDPConnection, CDPSession, open_connection
 from ._errors import ConnectionClosedError, LaunchError, ProtocolError, TargetClosedError, UsageError
 from ._events import DEFAULT_TIMEOUT, Changes, EventEmitter, deadline
-from ._page import Page
+from ._page import Page, _same_route, gather
+from ._route import RouteEntry, RouteHandler
+from ._urlmatch import UrlMatcher, UrlPattern
 from ._process import BrowserProcess
 from ._transport import WebSocketTransport
 
@@ -56,6 +58,7 @@ class BrowserContext(EventEmitter):
         self._pages: list[Page] = []
         self._owner_page: Page | None = None
         self._closed = False
+        self._ws_routes: list[RouteEntry] = []
 
     def __repr__(self) -> str:
         return f"<BrowserContext pages={len(self._pages)}>"
@@ -130,8 +133,6 @@ class BrowserContext(EventEmitter):
             for session in list(page._sessions.values()):
                 if not session.closed:
                     calls.append(_apply_headers(session, self._extra_http_headers))
-        from ._page import gather
-
         await gather(*calls)
 
     async def add_cookies(self, cookies: Sequence[dict[str, Any]]) -> None:
@@ -161,6 +162,20 @@ class BrowserContext(EventEmitter):
         if self._id is not None:
             params["browserContextId"] = self._id
         await self._browser._root.send("Storage.clearCookies", params)
+
+    async def route_web_socket(self, url: UrlPattern, handler: RouteHandler) -> None:
+        """Route WebSockets of every page of the context (popups too); see ``Page.route_web_socket``.
+
+        Page routes are tried first; among context routes the newest matching wins.
+        """
+        self._check_open()
+        self._ws_routes.insert(0, RouteEntry(UrlMatcher.compile(url, self._base_url), handler))
+        await gather(*(page._sync_ws_routes() for page in list(self._pages)))
+
+    async def unroute_web_socket(self, url: UrlPattern, handler: RouteHandler | None = None) -> None:
+        """Remove context routes added with this ``url`` (and ``handler``); routed sockets stay so."""
+        self._ws_routes = [e for e in self._ws_routes if not _same_route(e, url, handler)]
+        await gather(*(page._sync_ws_routes() for page in list(self._pages)))
 
     def _page_closed(self, page: Page) -> None:
         if page in self._pages:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import trio
 
 from ._errors import TimeoutError
 
-__all__ = ["DEFAULT_TIMEOUT", "Changes", "EventEmitter", "deadline"]
+__all__ = ["DEFAULT_TIMEOUT", "Changes", "EventEmitter", "EventInfo", "deadline"]
 
 DEFAULT_TIMEOUT = 30.0
+T = TypeVar("T")
 
 
 @contextmanager
@@ -100,3 +101,54 @@ class EventEmitter:
 
 async def _await(awaitable: Any) -> None:
     await awaitable
+
+
+class EventInfo(Generic[T]):
+    """What ``async with x.expect_...() as info`` gives: ``await info.value`` for the result.
+
+    The deadline runs from the start of the ``async with`` block.
+    """
+
+    def __init__(self, timeout: float | None, what: str) -> None:
+        seconds = DEFAULT_TIMEOUT if timeout is None else timeout
+        self._seconds = seconds
+        self._deadline = math.inf if seconds == 0 else trio.current_time() + seconds
+        self._what = what
+        self._done = trio.Event()
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._on_settled: list[Callable[[], None]] = []
+
+    @property
+    def is_done(self) -> bool:
+        return self._done.is_set()
+
+    def _set(self, value: T) -> None:
+        if not self._done.is_set():
+            self._value = value
+            self._settle()
+
+    def _fail(self, error: BaseException) -> None:
+        if not self._done.is_set():
+            self._error = error
+            self._settle()
+
+    def _settle(self) -> None:
+        self._done.set()
+        for callback in self._on_settled:
+            callback()
+        self._on_settled.clear()
+
+    @property
+    def value(self) -> Awaitable[T]:
+        """Awaitable: the value, or the error (TimeoutError naming what was awaited)."""
+        return self._wait()
+
+    async def _wait(self) -> T:
+        with trio.move_on_at(self._deadline):
+            await self._done.wait()
+        if not self._done.is_set():
+            self._fail(TimeoutError(f"Timeout {self._seconds * 1000:.0f}ms exceeded while {self._what}"))
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]

@@ -9,7 +9,8 @@ each change (:class:`~._events.Changes`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin
@@ -18,7 +19,7 @@ import trio
 
 from ._connection import JSON, CDPSession
 from ._errors import Error, NavigationError, ProtocolError, TargetClosedError, UsageError
-from ._events import DEFAULT_TIMEOUT, Changes, EventEmitter, deadline
+from ._events import DEFAULT_TIMEOUT, Changes, EventEmitter, EventInfo, deadline
 from ._js import (
     NEVER_RAN,
     call_argument,
@@ -29,6 +30,10 @@ from ._js import (
     raise_for_exception,
     wait_for_function_source,
 )
+
+from ._route import RouteEntry, RouteHandler, WebSocketRoute
+from ._tunnel import Tunnel
+from ._urlmatch import UrlMatcher, UrlPattern
 
 if TYPE_CHECKING:
     from ._browser import BrowserContext
@@ -353,6 +358,12 @@ class Page(EventEmitter):
         self._sessions: dict[str | None, CDPSession] = {}
         # Default contexts announced before their frame was known (frame id -> session, context id).
         self._early_contexts: dict[str, tuple[CDPSession, int]] = {}
+        # Main-world execution contexts: (session id, context id) -> their frame and origin.
+        self._context_frames: dict[tuple[str | None, int], Frame] = {}
+        self._context_origins: dict[tuple[str | None, int], str] = {}
+        self._ws_routes: list[RouteEntry] = []
+        self._tunnel: Tunnel | None = None
+        self._waiters: set[EventInfo[Any]] = set()
         self._add_frame_session(session)
 
     def __repr__(self) -> str:
@@ -449,6 +460,102 @@ class Page(EventEmitter):
         if self._context._owner_page is self:
             await self._context.close()
 
+    # -- WebSocket routing ---------------------------------------------------------
+
+    async def route_web_socket(self, url: UrlPattern, handler: RouteHandler) -> None:
+        """Route the page's WebSockets whose URL matches to ``handler(route)``.
+
+        ``url`` is a glob (resolved against ``base_url``; ``http(s)`` means ``ws(s)``),
+        a ``re.Pattern`` searched in the full URL, or a predicate ``Callable[[str], bool]``.
+        The handler (sync or ``async def``) runs once per socket; the newest matching
+        page route wins, then the newest matching context route. It applies to every
+        socket the page creates from now on, in every frame, documents already
+        loaded included. Without ``route.connect_to_server()`` the socket is mocked.
+
+        Raises:
+            UsageError: an invalid glob or pattern type.
+        """
+        self._check_open()
+        self._ws_routes.insert(0, RouteEntry(UrlMatcher.compile(url, self._context._base_url), handler))
+        await self._sync_ws_routes()
+
+    async def unroute_web_socket(self, url: UrlPattern, handler: RouteHandler | None = None) -> None:
+        """Remove routes added with this ``url`` (and ``handler``, if given); sockets already routed stay so."""
+        self._ws_routes = [e for e in self._ws_routes if not _same_route(e, url, handler)]
+        await self._sync_ws_routes()
+
+    @asynccontextmanager
+    async def expect_web_socket_route(
+        self, url: UrlPattern, *, timeout: float | None = None
+    ) -> AsyncIterator[EventInfo[WebSocketRoute]]:
+        """Route the next socket matching ``url``; ``await info.value`` gives its WebSocketRoute.
+
+        The socket is mocked (it opens at once) and what the page sends queues for
+        ``await route.receive()`` / ``async for message in route``. Call
+        ``connect_to_server()`` on it to forward to the real server from then on.
+        """
+        self._check_open()
+        info: EventInfo[WebSocketRoute] = EventInfo(timeout, f"waiting for a WebSocket matching {url!r}")
+        entry = RouteEntry(UrlMatcher.compile(url, self._context._base_url), info._set, pull=True, remaining=1)
+        self._ws_routes.insert(0, entry)
+        self._waiters.add(info)
+
+        def settled() -> None:
+            self._waiters.discard(info)
+            if entry in self._ws_routes:
+                self._ws_routes.remove(entry)
+                self._listener_nursery.start_soon(self._sync_ws_routes)
+
+        info._on_settled.append(settled)
+        await self._sync_ws_routes()
+        yield info
+
+    def _find_ws_route(self, url: str) -> RouteEntry | None:
+        """The route for a new socket: newest page route, then newest context route."""
+        for routes in (self._ws_routes, self._context._ws_routes):
+            for entry in routes:
+                if entry.remaining is not None and entry.remaining <= 0:
+                    continue
+                if entry.matcher.matches(url):
+                    if entry.remaining is not None:
+                        entry.remaining -= 1
+                    return entry
+        return None
+
+    def _ws_filters(self) -> tuple[list[tuple[str, str]], bool]:
+        filters: list[tuple[str, str]] = []
+        ask = False
+        for entry in (*self._ws_routes, *self._context._ws_routes):
+            page_filter = entry.matcher.page_filter()
+            if page_filter is None:
+                ask = True
+            elif page_filter not in filters:
+                filters.append(page_filter)
+        return filters, ask
+
+    def _ensure_tunnel(self) -> Tunnel | None:
+        if self._tunnel is None and (self._ws_routes or self._context._ws_routes):
+            self._tunnel = Tunnel(self, self._listener_nursery)
+            self._tunnel._filters, self._tunnel._ask = self._ws_filters()
+        return self._tunnel
+
+    async def _sync_ws_routes(self) -> None:
+        """Bring the page's shim in line with its routes (install it on first use)."""
+        if self._closed or not self._ready.is_set():
+            return  # a page still initialising installs the tunnel itself
+        had_tunnel = self._tunnel is not None
+        tunnel = self._ensure_tunnel()
+        if tunnel is None:
+            return
+        try:
+            if had_tunnel:
+                await tunnel.set_filters(*self._ws_filters())
+            else:
+                await gather(*(tunnel.install(s) for s in list(self._sessions.values()) if not s.closed))
+        except TargetClosedError:
+            self._check_open()
+            raise
+
     # -- internals --------------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -496,6 +603,9 @@ class Page(EventEmitter):
             calls.append(session.send("Network.setExtraHTTPHeaders", {"headers": context._extra_http_headers}))
         if context._ignore_https_errors:
             calls.append(session.send("Security.setIgnoreCertificateErrors", {"ignore": True}))
+        tunnel = self._ensure_tunnel()
+        if tunnel is not None:
+            calls.append(tunnel.install(session))
         try:
             results = await gather(*calls)
             self._apply_frame_tree(session, results[1].get("frameTree", {}), None)
@@ -536,6 +646,7 @@ class Page(EventEmitter):
         early = self._early_contexts.pop(frame_id, None)
         if early is not None:
             frame._session, frame._context_id = early
+            self._context_frames[(early[0].session_id, early[1])] = frame
         if parent is None and self._main_frame is None:
             self._main_frame = frame
         return frame
@@ -590,7 +701,9 @@ class Page(EventEmitter):
             return
         frame_id = str(aux.get("frameId", ""))
         frame = self._frames.get(frame_id)
+        self._context_origins[(session.session_id, context["id"])] = str(context.get("origin", ""))
         if frame is not None:
+            self._context_frames[(session.session_id, context["id"])] = frame
             frame._session = session
             frame._context_id = context["id"]
             self._changes.notify()
@@ -599,6 +712,8 @@ class Page(EventEmitter):
 
     def _on_context_destroyed(self, session: CDPSession, params: JSON) -> None:
         context_id = params.get("executionContextId")
+        self._context_frames.pop((session.session_id, context_id), None)  # type: ignore[arg-type]
+        self._context_origins.pop((session.session_id, context_id), None)  # type: ignore[arg-type]
         for frame_id, (owner, early_id) in list(self._early_contexts.items()):
             if owner is session and early_id == context_id:
                 del self._early_contexts[frame_id]
@@ -607,6 +722,9 @@ class Page(EventEmitter):
                 frame._context_id = None
 
     def _on_contexts_cleared(self, session: CDPSession) -> None:
+        for key in [key for key in self._context_frames if key[0] == session.session_id]:
+            del self._context_frames[key]
+            self._context_origins.pop(key, None)
         for frame_id, (owner, _) in list(self._early_contexts.items()):
             if owner is session:
                 del self._early_contexts[frame_id]
@@ -669,7 +787,15 @@ class Page(EventEmitter):
             self._close_reason = reason
         for frame in list(self._frames.values()):
             frame._detached = True
+        if self._tunnel is not None:
+            self._tunnel.close()
+        for waiter in list(self._waiters):
+            waiter._fail(TargetClosedError(self._close_reason))
         self._ready.set()
         self._changes.notify()
         self._context._page_closed(self)
         self._emit("close", self)
+
+
+def _same_route(entry: RouteEntry, url: UrlPattern, handler: RouteHandler | None) -> bool:
+    return entry.matcher.pattern == url and (handler is None or entry.handler == handler)

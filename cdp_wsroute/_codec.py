@@ -1,0 +1,202 @@
+"""The tunnel's wire format between the page shim and Python. Pure: no I/O, no trio.
+
+The page sends batches through a CDP binding (see ``injected_js/websocket_shim.js``
+for the format); everything in them is untrusted. :func:`decode_batch` checks the
+batch's token, the type and size of every field, and returns the messages that
+are well formed together with a reason for each one that is not, so one bad
+message never costs the others. Python -> page batches are plain JSON-able lists
+built by the ``*_message`` helpers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "Binary",
+    "Close",
+    "Create",
+    "Lost",
+    "PageMessage",
+    "Text",
+    "decode_batch",
+]
+
+# Largest frame the tunnel carries either way. Chromium itself has no limit; this
+# one only stops a hostile page from making Python allocate without bound.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+MAX_PAYLOAD_CHARS = 4 * MAX_MESSAGE_BYTES // 3 + 1024 * 1024
+MAX_URL_CHARS = 2 * 1024 * 1024
+MAX_PROTOCOLS = 256
+MAX_SOCKET_ID = 2**53 - 1
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """``new WebSocket(url, protocols)`` in the page."""
+
+    socket_id: int
+    url: str
+    protocols: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    socket_id: int
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    socket_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """``ws.close(code, reason)`` in the page; ``connecting`` if it was not open yet."""
+
+    socket_id: int
+    code: int | None
+    reason: str
+    connecting: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """The page dropped the socket (it went into the back/forward cache)."""
+
+    socket_id: int
+
+
+PageMessage = Create | Text | Binary | Close | Lost
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Codes a page may pass to ``WebSocket.close()``."""
+    return code == 1000 or 3000 <= code <= 4999
+
+
+def is_protocol_token(text: str) -> bool:
+    return bool(text) and all(c in _TOKEN_CHARS for c in text)
+
+
+def _socket_id(value: Any) -> int:
+    if type(value) is not int or not 0 < value <= MAX_SOCKET_ID:
+        raise ValueError(f"bad socket id {value!r:.40}")
+    return value
+
+
+def _decode_one(item: Any) -> PageMessage:
+    if type(item) is not list or not item or type(item[0]) is not str:
+        raise ValueError(f"not a message: {item!r:.60}")
+    op = item[0]
+    if op == "t":
+        if len(item) != 3 or type(item[2]) is not str:
+            raise ValueError("bad text message")
+        text = item[2]
+        if len(text) > MAX_MESSAGE_BYTES:
+            raise ValueError("text message too large")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text message is not valid Unicode (lone surrogate)") from None
+        return Text(_socket_id(item[1]), text)
+    if op == "b":
+        if len(item) != 3 or type(item[2]) is not str:
+            raise ValueError("bad binary message")
+        if len(item[2]) > MAX_PAYLOAD_CHARS:
+            raise ValueError("binary message too large")
+        try:
+            data = base64.b64decode(item[2], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"invalid base64: {exc}") from None
+        return Binary(_socket_id(item[1]), data)
+    if op == "c":
+        if len(item) != 4 or type(item[2]) is not str or type(item[3]) is not list:
+            raise ValueError("bad create message")
+        url = item[2]
+        if not url or len(url) > MAX_URL_CHARS:
+            raise ValueError("bad url")
+        protocols = item[3]
+        if len(protocols) > MAX_PROTOCOLS or not all(type(p) is str and is_protocol_token(p) for p in protocols):
+            raise ValueError("bad protocols")
+        if len(set(protocols)) != len(protocols):
+            raise ValueError("duplicate protocols")
+        return Create(_socket_id(item[1]), url, tuple(protocols))
+    if op in ("x", "k"):
+        if len(item) != 4 or type(item[3]) is not str:
+            raise ValueError("bad close message")
+        code = item[2]
+        if code is not None and (type(code) is not int or not is_valid_close_code(code)):
+            raise ValueError(f"bad close code {code!r:.20}")
+        if len(item[3].encode("utf-8", "surrogatepass")) > 123:
+            raise ValueError("close reason longer than 123 bytes")
+        return Close(_socket_id(item[1]), code, item[3], op == "k")
+    if op == "l":
+        if len(item) != 2:
+            raise ValueError("bad lost message")
+        return Lost(_socket_id(item[1]))
+    raise ValueError(f"unknown message kind {op!r:.20}")
+
+
+def decode_batch(payload: object, token: str) -> tuple[list[PageMessage], list[str]]:
+    """Decode one binding payload into messages, and reasons for what was rejected.
+
+    A payload that is not a string, too large, not JSON, or without the right
+    token is rejected whole (one reason, no messages).
+    """
+    if type(payload) is not str:
+        return [], ["payload is not a string"]
+    if len(payload) > MAX_PAYLOAD_CHARS:
+        return [], [f"payload of {len(payload)} characters is too large"]
+    try:
+        batch = json.loads(payload)
+    except ValueError as exc:
+        return [], [f"payload is not JSON: {exc}"]
+    if type(batch) is not list or not batch or type(batch[0]) is not str:
+        return [], ["payload is not a token-led list"]
+    if not hmac.compare_digest(batch[0].encode(), token.encode()):
+        return [], ["payload has the wrong token"]
+    messages: list[PageMessage] = []
+    errors: list[str] = []
+    for item in batch[1:]:
+        try:
+            messages.append(_decode_one(item))
+        except ValueError as exc:
+            errors.append(str(exc))
+    return messages, errors
+
+
+def open_message(socket_id: int, protocol: str, extensions: str) -> list[Any]:
+    return ["o", socket_id, protocol, extensions]
+
+
+def data_message(socket_id: int, data: str | bytes) -> list[Any]:
+    if isinstance(data, str):
+        return ["t", socket_id, data]
+    return ["b", socket_id, base64.b64encode(data).decode("ascii")]
+
+
+def error_message(socket_id: int) -> list[Any]:
+    return ["e", socket_id]
+
+
+def close_message(socket_id: int, code: int | None, reason: str | None, was_clean: bool) -> list[Any]:
+    return ["c", socket_id, 1005 if code is None else code, reason or "", was_clean]
+
+
+def passthrough_message(socket_id: int) -> list[Any]:
+    return ["p", socket_id]
+
+
+def filters_message(filters: list[tuple[str, str]], ask: bool) -> list[Any]:
+    return ["r", [list(f) for f in filters], ask]

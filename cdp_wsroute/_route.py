@@ -1,0 +1,541 @@
+"""WebSocketRoute: the Python side of one routed page WebSocket.
+
+``_RoutedSocket`` carries out what the state machine (``_wsstate.RouteState``)
+decides. Events from the page arrive inline from the CDP reader and events from
+the upstream from its task; both go through the state machine at once, in
+arrival order. Only user code is deferred: handlers run in order per socket —
+a sync handler inline when nothing is queued before it, otherwise (and every
+``async def`` handler) in a short-lived runner task that drains the queue. Until
+the route handler has returned, events are held back so that the handlers it
+installs see every message.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+import trio_websocket
+
+from ._errors import Error, UsageError
+from ._events import DEFAULT_TIMEOUT
+from ._urlmatch import UrlMatcher
+from ._wsstate import (
+    Action,
+    CallCloseHandler,
+    CallMessageHandler,
+    PageClose,
+    PageError,
+    PageOpen,
+    PageSend,
+    RouteState,
+    ServerClose,
+    ServerConnect,
+    ServerSend,
+    Side,
+)
+
+if TYPE_CHECKING:
+    from ._tunnel import Document
+
+__all__ = ["RouteEntry", "UpstreamError", "WebSocketClosedError", "WebSocketRoute"]
+
+logger = logging.getLogger("cdp_wsroute.route")
+
+Message = str | bytes
+MessageHandler = Callable[[Message], Any]
+CloseHandler = Callable[[int | None, str | None], Any]
+RouteHandler = Callable[["WebSocketRoute"], Any]
+
+# trio-websocket's close codes that mean the connection failed rather than closed.
+_PROTOCOL_FAILURES = {1002, 1003, 1007, 1009, 1010}
+
+
+class WebSocketClosedError(Error):
+    """``receive()`` on a route whose side has closed.
+
+    Attributes:
+        code, reason: the close code and reason, None when unknown.
+    """
+
+    def __init__(self, message: str, code: int | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class UpstreamError(Error):
+    """The real server connection failed: refused, rejected, TLS, dropped or a protocol error.
+
+    Readable as ``server_route.error`` once the server-side route has closed.
+    """
+
+
+class WebSocketRoute:
+    """One side of a routed WebSocket: the page side, or the server side from ``connect_to_server()``.
+
+    By default, a routed WebSocket does not connect to the server, so you can
+    mock the entire conversation: ``on_message`` sees what the page sends and
+    ``send`` answers. Call ``connect_to_server()`` to open the real connection;
+    messages and closes are then forwarded both ways unless you take over a side
+    with ``on_message`` / ``on_close`` (or ``receive()``) on that side's route.
+    """
+
+    def __init__(self, socket: _RoutedSocket, side: Side) -> None:
+        self._socket = socket
+        self._side = side
+
+    def __repr__(self) -> str:
+        return f"<WebSocketRoute {self._side.value} url={self.url!r}>"
+
+    @property
+    def url(self) -> str:
+        """The URL the page asked for, normalised (absolute, ws:// or wss://)."""
+        return self._socket.url
+
+    def protocols(self) -> list[str]:
+        """The subprotocols the page requested, in its order."""
+        return list(self._socket.protocols)
+
+    @property
+    def protocol(self) -> str | None:
+        """Server side: the subprotocol the server selected, once connected (None before)."""
+        return self._socket.server_protocol
+
+    @property
+    def error(self) -> UpstreamError | None:
+        """Server side: why the upstream failed, if it did."""
+        return self._socket.upstream_error
+
+    def send(self, message: Message) -> None:
+        """Send a message: to the page (page-side route) or to the server (server-side route).
+
+        Never blocks; messages go out in the order sent. After the side closed
+        (or the page went away) the message is dropped, as Playwright does.
+        """
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise UsageError(f"send() takes str or bytes, not {type(message).__name__}")
+        if not isinstance(message, str):
+            message = bytes(message)
+        self._socket.route_send(self._side, message)
+
+    def on_message(self, handler: MessageHandler) -> None:
+        """Handle messages from this side's peer (the page, or the server) yourself.
+
+        ``handler(message)`` may be sync or ``async def``; it is awaited, in order.
+        Once set, messages from that peer are no longer forwarded. Setting it again
+        replaces the handler.
+        """
+        self._socket.set_message_handler(self._side, handler)
+
+    def on_close(self, handler: CloseHandler) -> None:
+        """Handle the close of this side: ``handler(code, reason)``, sync or ``async def``.
+
+        Once set, the close is no longer forwarded to the other side; the handler
+        decides (e.g. by calling ``close()``). When the document goes away both
+        sides' handlers get ``(None, None)``.
+        """
+        self._socket.set_close_handler(self._side, handler)
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close this side: the page sees a clean close with ``code`` (1005 if None) and ``reason``.
+
+        Raises:
+            UsageError: ``code`` is not 1000 or 3000-4999, or ``reason`` is over 123 UTF-8 bytes.
+        """
+        if code is not None and (not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999)):
+            if not (self._side is Side.SERVER and isinstance(code, int) and 1000 <= code <= 4999):
+                raise UsageError(f"close code must be 1000 or in 3000-4999, not {code!r}")
+        if reason is not None and len(reason.encode()) > 123:
+            raise UsageError("close reason must not be longer than 123 UTF-8 bytes")
+        self._socket.route_close(self._side, code, reason or "")
+        await trio.lowlevel.checkpoint()
+
+    def connect_to_server(self) -> WebSocketRoute:
+        """Open the real connection (sync) and return the server-side route.
+
+        Raises:
+            Error: "Already connected to the server" on a second call.
+            UsageError: called on the server-side route.
+        """
+        if self._side is Side.SERVER:
+            raise UsageError("connect_to_server() must be called on the page-side WebSocketRoute")
+        return self._socket.connect()
+
+    async def receive(self, *, timeout: float | None = None) -> Message:
+        """The next message from this side's peer; takes the place of ``on_message``.
+
+        Raises:
+            WebSocketClosedError: the side closed and nothing is left to read.
+            TimeoutError: nothing arrived in ``timeout`` seconds (default 30; 0 waits forever).
+        """
+        return await self._socket.receive(self._side, timeout)
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            try:
+                yield await self._socket.receive(self._side, 0)
+            except WebSocketClosedError:
+                return
+
+
+@dataclass(eq=False)
+class RouteEntry:
+    """A registered ``route_web_socket``: newest first in its page's or context's list."""
+
+    matcher: UrlMatcher
+    handler: RouteHandler
+    pull: bool = False  # messages from the page queue for receive() from the start
+    remaining: int | None = None  # routes this many sockets, then retires
+
+
+class _Pull:
+    """The queue behind ``receive()`` for one side."""
+
+    def __init__(self) -> None:
+        self.messages: deque[Message] = deque()
+        self.changed = trio.Event()
+        self.closed: tuple[int | None, str | None] | None = None
+
+    def wake(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+class _RoutedSocket:
+    """The runtime of one routed socket (see the module docstring)."""
+
+    def __init__(
+        self,
+        document: Document,
+        socket_id: int,
+        url: str,
+        protocols: tuple[str, ...],
+        handler: RouteHandler,
+        *,
+        pull: bool = False,
+    ) -> None:
+        self.document = document
+        self.socket_id = socket_id
+        self.url = url
+        self.protocols = protocols
+        self.state = RouteState(protocols)
+        self.page_route = WebSocketRoute(self, Side.PAGE)
+        self.server_route: WebSocketRoute | None = None
+        self.server_protocol: str | None = None
+        self.upstream_error: UpstreamError | None = None
+        self._route_handler = handler
+        self._message_handlers: dict[Side, MessageHandler | None] = {Side.PAGE: None, Side.SERVER: None}
+        self._close_handlers: dict[Side, CloseHandler | None] = {Side.PAGE: None, Side.SERVER: None}
+        self._pull: dict[Side, _Pull | None] = {Side.PAGE: _Pull() if pull else None, Side.SERVER: None}
+        if pull:
+            self.state.message_handler[Side.PAGE] = True
+        self._calls: deque[Callable[[], Any]] = deque()  # user code waiting to run, in order
+        self._runner_active = False
+        self._held: list[Callable[[], list[Action]]] | None = []  # events held until the handler returns
+        self._upstream_out: deque[Message | ServerClose] = deque()
+        self._upstream_wake = trio.Event()
+        self._upstream_cancel: trio.CancelScope | None = None
+
+    # -- events from the page (inline in the CDP reader) ---------------------------------------
+
+    def start(self) -> None:
+        """Run the route handler, then let held events through."""
+        self._call_user(self._route_handler, (self.page_route,), then=self._handler_returned)
+
+    def _handler_returned(self) -> None:
+        held, self._held = self._held, None
+        self._execute(self.state.handler_returned())
+        for event in held or ():
+            self._execute(event())
+
+    def _event(self, event: Callable[[], list[Action]]) -> None:
+        if self._held is not None:
+            self._held.append(event)
+        else:
+            self._execute(event())
+
+    def page_message(self, data: Message) -> None:
+        self._event(lambda: self.state.page_message(data))
+
+    def page_close(self, code: int | None, reason: str, connecting: bool) -> None:
+        # The page's own close is never held: its socket is CLOSING already.
+        self._execute(self.state.page_close(code, reason, connecting=connecting))
+        self._wake_pull(Side.PAGE, code, reason)
+
+    def page_lost(self) -> None:
+        self._execute(self.state.page_lost())
+        self._wake_pull(Side.PAGE, None, None)
+
+    def lifecycle_closed(self) -> None:
+        self._held = None
+        self._execute(self.state.lifecycle_closed())
+        self._wake_pull(Side.PAGE, None, None)
+        self._wake_pull(Side.SERVER, None, None)
+        if self._upstream_cancel is not None:
+            self._upstream_cancel.cancel(reason="the page's document went away")
+
+    # -- the route's own calls --------------------------------------------------------------------
+
+    def route_send(self, side: Side, data: Message) -> None:
+        self._execute(self.state.route_send(side, data))
+
+    def route_close(self, side: Side, code: int | None, reason: str) -> None:
+        self._execute(self.state.route_close(side, code, reason))
+        if side is Side.PAGE:
+            self._wake_pull(Side.PAGE, code, reason)
+
+    def connect(self) -> WebSocketRoute:
+        if self.server_route is not None:
+            raise Error("Already connected to the server")
+        self.server_route = WebSocketRoute(self, Side.SERVER)
+        self._execute(self.state.connect())
+        return self.server_route
+
+    def set_message_handler(self, side: Side, handler: MessageHandler) -> None:
+        if not callable(handler):
+            raise UsageError("on_message() takes a callable")
+        self._message_handlers[side] = handler
+        self.state.message_handler[side] = True
+
+    def set_close_handler(self, side: Side, handler: CloseHandler) -> None:
+        if not callable(handler):
+            raise UsageError("on_close() takes a callable")
+        self._close_handlers[side] = handler
+        self.state.close_handler[side] = True
+
+    async def receive(self, side: Side, timeout: float | None) -> Message:
+        if side is Side.SERVER and self.server_route is None:
+            raise UsageError("receive() on the server side needs connect_to_server() first")
+        if self._runner_active and trio.lowlevel.current_task() is self._runner_task:
+            raise UsageError("receive() cannot wait inside a handler of the same socket: it would wait for itself")
+        pull = self._pull[side]
+        if pull is None:
+            pull = self._pull[side] = _Pull()
+            self.state.message_handler[side] = True
+            closed_side = self.state.page if side is Side.PAGE else self.state.server
+            if closed_side.value in ("closed", "closing"):
+                pull.closed = (None, None)
+        seconds = DEFAULT_TIMEOUT if timeout is None else timeout
+        with trio.move_on_after(seconds if seconds else float("inf")) as scope:
+            while not pull.messages:
+                if pull.closed is not None:
+                    code, reason = pull.closed
+                    raise WebSocketClosedError(f"the {side.value} side of {self.url} is closed", code, reason)
+                await pull.changed.wait()
+            return pull.messages.popleft()
+        from ._errors import TimeoutError
+
+        assert scope.cancelled_caught
+        raise TimeoutError(f"Timeout {seconds * 1000:.0f}ms exceeded while waiting for a message from the {side.value}")
+
+    def _wake_pull(self, side: Side, code: int | None, reason: str | None) -> None:
+        pull = self._pull[side]
+        if pull is not None and pull.closed is None:
+            pull.closed = (code, reason)
+            pull.wake()
+
+    # -- carrying out the state machine's actions ---------------------------------------------
+
+    def _execute(self, actions: list[Action]) -> None:
+        tunnel = self.document.tunnel
+        for action in actions:
+            if isinstance(action, PageSend):
+                tunnel.send_to_page(self.document, self.socket_id, action.data)
+            elif isinstance(action, ServerSend):
+                self._upstream_out.append(action.data)
+                self._upstream_wake.set()
+            elif isinstance(action, CallMessageHandler):
+                pull = self._pull[action.side]
+                if pull is not None:
+                    pull.messages.append(action.data)
+                    pull.wake()
+                else:
+                    handler = self._message_handlers[action.side]
+                    if handler is not None:
+                        self._call_user(handler, (action.data,))
+            elif isinstance(action, CallCloseHandler):
+                close_handler = self._close_handlers[action.side]
+                if close_handler is not None:
+                    self._call_user(close_handler, (action.code, action.reason))
+                if action.side is Side.SERVER:
+                    self._wake_pull(Side.SERVER, action.code, action.reason)
+            elif isinstance(action, PageOpen):
+                tunnel.open_page(self.document, self.socket_id, action.protocol, action.extensions)
+            elif isinstance(action, PageClose):
+                tunnel.close_page(self.document, self.socket_id, action.code, action.reason, action.was_clean)
+                self._wake_pull(Side.PAGE, action.code, action.reason)
+                self._finish_if_done()
+            elif isinstance(action, PageError):
+                tunnel.error_page(self.document, self.socket_id)
+            elif isinstance(action, ServerClose):
+                self._upstream_out.append(action)
+                self._upstream_wake.set()
+            elif isinstance(action, ServerConnect):
+                self.document.tunnel.nursery.start_soon(self._run_upstream, name=f"upstream {self.url}")
+
+    def _finish_if_done(self) -> None:
+        if self.state.finished:
+            self.document.sockets.pop(self.socket_id, None)
+
+    # -- running user code in order ------------------------------------------------------------
+
+    _runner_task: trio.lowlevel.Task | None = None
+
+    def _call_user(self, fn: Callable[..., Any], args: tuple[Any, ...], then: Callable[[], None] | None = None) -> None:
+        """Run user code now if nothing is queued before it and it is sync; else queue it."""
+
+        def call() -> Any:
+            return fn(*args)
+
+        if not self._calls and not self._runner_active and not inspect.iscoroutinefunction(fn):
+            try:
+                result = call()
+            except Exception as exc:
+                self._handler_failed(exc)
+                return
+            if inspect.isawaitable(result):
+                self._calls.append(lambda: result)
+                if then is not None:
+                    self._calls.append(then)
+                self._start_runner()
+                return
+            if then is not None:
+                then()
+            return
+        self._calls.append(call)
+        if then is not None:
+            self._calls.append(then)
+        self._start_runner()
+
+    def _start_runner(self) -> None:
+        if not self._runner_active:
+            self._runner_active = True
+            self.document.tunnel.nursery.start_soon(self._run_calls, name=f"handlers {self.url}")
+
+    async def _run_calls(self) -> None:
+        self._runner_task = trio.lowlevel.current_task()
+        try:
+            while self._calls:
+                call = self._calls.popleft()
+                try:
+                    result = call()
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:
+                    self._calls.clear()
+                    self._handler_failed(exc)
+                    return
+        finally:
+            self._runner_active = False
+            self._runner_task = None
+
+    def _handler_failed(self, exc: Exception) -> None:
+        """A handler raised: close the socket (1011) and let the exception fail the owner."""
+        logger.error("a WebSocket route handler for %s raised %r", self.url, exc)
+        self._held = None
+        self._calls.clear()
+        self._execute(self.state.handler_failed())
+        self.document.tunnel.fail(exc)
+
+    # -- the upstream connection ---------------------------------------------------------------
+
+    async def _run_upstream(self) -> None:
+        tunnel = self.document.tunnel
+        with trio.CancelScope() as scope:
+            self._upstream_cancel = scope
+            try:
+                async with trio.open_nursery() as nursery:
+                    try:
+                        headers = await tunnel.upstream_headers(self.document, self.url)
+                        with trio.fail_after(DEFAULT_TIMEOUT):
+                            ws = await trio_websocket.connect_websocket_url(
+                                nursery,
+                                self.url,
+                                ssl_context=_ssl_context(self.url, tunnel.ignore_https_errors),
+                                subprotocols=list(self.protocols) or None,
+                                extra_headers=headers,
+                                max_message_size=256 * 1024 * 1024,
+                                message_queue_size=64,
+                            )
+                    except (OSError, trio_websocket.HandshakeError, trio.TooSlowError, ssl.SSLError) as exc:
+                        self._upstream_failed(_describe_failure(exc), page_error=True)
+                        return
+                    try:
+                        await self._pump_upstream(ws)
+                    finally:
+                        nursery.cancel_scope.cancel(reason="upstream finished")
+            finally:
+                self._upstream_cancel = None
+
+    async def _pump_upstream(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self.server_protocol = ws.subprotocol or ""
+        self._execute(self.state.server_opened(self.server_protocol, ""))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._upstream_writer, ws)
+            while True:
+                try:
+                    message = await ws.get_message()
+                except trio_websocket.ConnectionClosed as closed:
+                    reason = closed.reason
+                    code = reason.code if reason is not None else 1006
+                    if reason is None or code == 1006 or code in _PROTOCOL_FAILURES:
+                        detail = f"{reason.name}: {reason.reason}" if reason and reason.reason else "dropped"
+                        self._upstream_failed(f"the server connection failed ({code} {detail})", page_error=code != 1006)
+                    else:
+                        self._execute(self.state.server_closed(None if code == 1005 else code, reason.reason or ""))
+                    nursery.cancel_scope.cancel(reason="upstream closed")
+                    return
+                self._event(lambda message=message: self.state.server_message(message))  # type: ignore[misc]
+
+    async def _upstream_writer(self, ws: trio_websocket.WebSocketConnection) -> None:
+        out = self._upstream_out
+        while True:
+            while not out:
+                await self._upstream_wake.wait()
+                self._upstream_wake = trio.Event()
+            item = out.popleft()
+            try:
+                if isinstance(item, ServerClose):
+                    code = 1005 if item.code is None else item.code
+                    await ws.aclose(code, item.reason or None)
+                    return
+                await ws.send_message(item)
+            except trio_websocket.ConnectionClosed:
+                return
+
+    def _upstream_failed(self, reason: str, *, page_error: bool) -> None:
+        self.upstream_error = UpstreamError(f"{self.url}: {reason}")
+        self._execute(self.state.server_failed(reason, page_error=page_error))
+
+
+def _describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        return f"the server rejected the handshake with HTTP {exc.status_code}"
+    if isinstance(exc, trio.TooSlowError):
+        return "the server did not answer the handshake in time"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {exc}"
+    if isinstance(exc, OSError):
+        return f"cannot connect: {exc.strerror or exc}"
+    return str(exc) or type(exc).__name__
+
+
+def _ssl_context(url: str, ignore_https_errors: bool) -> ssl.SSLContext | None:
+    if not url.startswith("wss:"):
+        return None
+    context = ssl.create_default_context()
+    if ignore_https_errors:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+

@@ -1,0 +1,328 @@
+"""The tunnel between a page's WebSocket shim and Python: one per page, once a route applies to it.
+
+Page -> Python: the shim batches everything one page task produced into one call
+of a CDP binding (``Runtime.bindingCalled``). Each payload is decoded and
+checked (``_codec``); the executionContextId CDP reports (which the page cannot
+forge) picks the *document*, and socket ids are only looked up within it, so a
+frame can neither reach nor read another frame's sockets.
+
+Python -> page: what routes send is queued per document and a single flusher
+task turns each document's queue into one ``Runtime.callFunctionOn``; what is
+queued while a call is in flight goes out with the next one (batching without
+timers). Each document's calls are in order, and so are its sockets' frames.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import secrets
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._codec import (
+    Binary,
+    Close,
+    Create,
+    Lost,
+    Text,
+    close_message,
+    data_message,
+    decode_batch,
+    error_message,
+    open_message,
+    passthrough_message,
+)
+from ._connection import JSON, CDPSession
+from ._errors import ProtocolError, TargetClosedError
+from ._route import _RoutedSocket
+
+if TYPE_CHECKING:
+    from ._page import Frame, Page
+
+__all__ = ["Document", "Tunnel", "shim_source"]
+
+logger = logging.getLogger("cdp_wsroute.tunnel")
+
+
+@functools.cache
+def shim_source() -> str:
+    """The shim's function expression (shipped in the wheel; read from the checkout in development)."""
+    packaged = resources.files("cdp_wsroute").joinpath("injected_js/websocket_shim.js")
+    if packaged.is_file():
+        text = packaged.read_text()
+    else:
+        text = (Path(__file__).resolve().parent.parent / "injected_js" / "websocket_shim.js").read_text()
+    # The file is one expression statement; we call it, so drop its semicolon.
+    return text.strip().rstrip(";")
+
+
+@dataclass(eq=False)
+class Document:
+    """One JavaScript realm (a frame's document) that talks through the tunnel."""
+
+    tunnel: Tunnel
+    session: CDPSession
+    context_id: int
+    frame: Frame
+    origin: str
+    sockets: dict[int, _RoutedSocket] = field(default_factory=dict)
+    outbox: list[list[Any]] = field(default_factory=list)
+    gone: bool = False
+
+
+class Tunnel:
+    """The binding, the shim in every document of a page, and the batches both ways."""
+
+    def __init__(self, page: Page, nursery: trio.Nursery) -> None:
+        self.page = page
+        self.nursery = nursery
+        self.binding = "__wsr_" + secrets.token_hex(12)
+        self.dispatch = "__wsr_" + secrets.token_hex(12)
+        self.token = secrets.token_urlsafe(32)
+        self._function = f"function (t, b) {{ return globalThis[{json.dumps(self.dispatch)}](t, b); }}"
+        self._scripts: dict[str | None, str] = {}  # session id -> script identifier
+        self._documents: dict[tuple[str | None, int], Document] = {}
+        self._dirty: dict[Document, None] = {}
+        self._wake = trio.Event()
+        self._filters: list[tuple[str, str]] = []
+        self._ask = False
+        self.rejected = 0  # malformed or forged payloads seen (for tests and diagnostics)
+        nursery.start_soon(self._flusher, name="tunnel flusher")
+
+    @property
+    def ignore_https_errors(self) -> bool:
+        return self.page._context._ignore_https_errors
+
+    # -- installing ------------------------------------------------------------------------------
+
+    def _source(self) -> str:
+        config = {
+            "binding": self.binding,
+            "token": self.token,
+            "dispatch": self.dispatch,
+            "filters": [list(f) for f in self._filters],
+            "ask": self._ask,
+        }
+        return f"({shim_source()})({json.dumps(config)});"
+
+    async def install(self, session: CDPSession) -> None:
+        """Add the binding and the shim to a session (the page or an OOPIF): new and existing documents."""
+        if session.session_id in self._scripts:
+            return
+        self._scripts[session.session_id] = ""
+        session.on("Runtime.bindingCalled", lambda params: self._binding_called(session, params))
+        session.on("Runtime.executionContextDestroyed", lambda params: self._context_gone(session, params))
+        session.on("Runtime.executionContextsCleared", lambda params: self._session_gone(session))
+        session.on("Inspector.detached", lambda params: self._session_gone(session))
+        await session.send("Runtime.addBinding", {"name": self.binding})
+        result = await session.send(
+            "Page.addScriptToEvaluateOnNewDocument", {"source": self._source(), "runImmediately": True}
+        )
+        self._scripts[session.session_id] = str(result.get("identifier", ""))
+
+    async def set_filters(self, filters: list[tuple[str, str]], ask: bool) -> None:
+        """New route filters: for documents to come (a new script) and those loaded (a dispatch)."""
+        if filters == self._filters and ask == self._ask:
+            return
+        self._filters, self._ask = filters, ask
+        for session_id, old in list(self._scripts.items()):
+            session = self.page._sessions.get(session_id)
+            if session is None or session.closed:
+                continue
+            try:
+                # The new script runs at once in loaded documents, where it only updates the filters.
+                result = await session.send(
+                    "Page.addScriptToEvaluateOnNewDocument", {"source": self._source(), "runImmediately": True}
+                )
+                self._scripts[session_id] = str(result.get("identifier", ""))
+                if old:
+                    await session.send("Page.removeScriptToEvaluateOnNewDocument", {"identifier": old})
+            except (ProtocolError, TargetClosedError):
+                if not session.closed:
+                    raise
+
+    # -- page -> Python ---------------------------------------------------------------------------
+
+    def _binding_called(self, session: CDPSession, params: JSON) -> None:
+        if params.get("name") != self.binding:
+            return
+        context_id = params.get("executionContextId")
+        document = self._document(session, context_id)
+        if document is None:
+            self._reject(f"a binding call from unknown execution context {context_id!r}")
+            return
+        messages, errors = decode_batch(params.get("payload"), self.token)
+        for error in errors:
+            self._reject(f"{document.frame!r}: {error}")
+        for message in messages:
+            if isinstance(message, Create):
+                self._create(document, message)
+                continue
+            socket = document.sockets.get(message.socket_id)
+            if socket is None:
+                if not isinstance(message, Lost):
+                    logger.debug("message for socket %d that is not routed (any more)", message.socket_id)
+                continue
+            if isinstance(message, Text | Binary):
+                socket.page_message(message.data)
+            elif isinstance(message, Close):
+                socket.page_close(message.code, message.reason, message.connecting)
+            elif isinstance(message, Lost):
+                socket.page_lost()
+
+    def _reject(self, reason: str) -> None:
+        self.rejected += 1
+        logger.warning("rejected from the page: %s", reason)
+
+    def _document(self, session: CDPSession, context_id: object) -> Document | None:
+        if type(context_id) is not int:
+            return None
+        key = (session.session_id, context_id)
+        document = self._documents.get(key)
+        if document is None:
+            frame = self.page._context_frames.get(key)
+            if frame is None:
+                return None
+            origin = self.page._context_origins.get(key, "")
+            document = Document(self, session, context_id, frame, origin)
+            self._documents[key] = document
+        return document
+
+    def _create(self, document: Document, message: Create) -> None:
+        if message.socket_id in document.sockets:
+            self._reject(f"{document.frame!r}: socket id {message.socket_id} reused")
+            return
+        url = message.url
+        if not url.startswith(("ws://", "wss://")):
+            self._reject(f"{document.frame!r}: not a WebSocket URL: {url[:200]!r}")
+            self._queue(document, passthrough_message(message.socket_id))
+            return
+        try:
+            entry = self.page._find_ws_route(url)
+        except Exception as exc:  # a predicate raised: the user's error, the socket stays native
+            self._queue(document, passthrough_message(message.socket_id))
+            self.fail(exc)
+            return
+        if entry is None:
+            self._queue(document, passthrough_message(message.socket_id))
+            return
+        socket = _RoutedSocket(document, message.socket_id, url, message.protocols, entry.handler, pull=entry.pull)
+        document.sockets[message.socket_id] = socket
+        socket.start()
+
+    def _context_gone(self, session: CDPSession, params: JSON) -> None:
+        document = self._documents.pop((session.session_id, params.get("executionContextId", -1)), None)
+        if document is not None:
+            self._close_document(document)
+
+    def _session_gone(self, session: CDPSession) -> None:
+        for key in [key for key in self._documents if key[0] == session.session_id]:
+            self._close_document(self._documents.pop(key))
+
+    def _close_document(self, document: Document) -> None:
+        document.gone = True
+        document.outbox.clear()
+        self._dirty.pop(document, None)
+        for socket in list(document.sockets.values()):
+            socket.lifecycle_closed()
+        document.sockets.clear()
+
+    def close(self) -> None:
+        """The page closed: every document is gone."""
+        for document in list(self._documents.values()):
+            self._close_document(document)
+        self._documents.clear()
+        self._wake.set()
+
+    # -- Python -> page ---------------------------------------------------------------------------
+
+    def _queue(self, document: Document, message: list[Any]) -> None:
+        if document.gone:
+            return
+        document.outbox.append(message)
+        if document not in self._dirty:
+            self._dirty[document] = None
+            self._wake.set()
+
+    def send_to_page(self, document: Document, socket_id: int, data: str | bytes) -> None:
+        self._queue(document, data_message(socket_id, data))
+
+    def open_page(self, document: Document, socket_id: int, protocol: str, extensions: str) -> None:
+        self._queue(document, open_message(socket_id, protocol, extensions))
+
+    def close_page(self, document: Document, socket_id: int, code: int | None, reason: str, was_clean: bool) -> None:
+        self._queue(document, close_message(socket_id, code, reason, was_clean))
+
+    def error_page(self, document: Document, socket_id: int) -> None:
+        self._queue(document, error_message(socket_id))
+
+    async def _flusher(self) -> None:
+        while not self.page._closed:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            if not self._dirty:
+                continue
+            dirty, self._dirty = self._dirty, {}
+            batches = []
+            for document in dirty:
+                batch, document.outbox = document.outbox, []
+                if batch and not document.gone:
+                    batches.append((document, batch))
+            if len(batches) == 1:
+                await self._deliver(*batches[0])
+            else:
+                async with trio.open_nursery() as nursery:
+                    for document, batch in batches:
+                        nursery.start_soon(self._deliver, document, batch)
+
+    async def _deliver(self, document: Document, batch: list[list[Any]]) -> None:
+        try:
+            await document.session.send(
+                "Runtime.callFunctionOn",
+                {
+                    "functionDeclaration": self._function,
+                    "executionContextId": document.context_id,
+                    "arguments": [{"value": self.token}, {"value": batch}],
+                    "silent": True,
+                },
+            )
+        except (ProtocolError, TargetClosedError) as exc:
+            # The document went away with the batch in flight: its sockets are closing anyway.
+            logger.debug("batch for %r not delivered: %s", document.frame, exc)
+
+    # -- upstream identity ------------------------------------------------------------------------
+
+    async def upstream_headers(self, document: Document, url: str) -> list[tuple[bytes, bytes]]:
+        """The headers the browser itself would send: Origin, Cookie, User-Agent, extra headers."""
+        context = self.page._context
+        headers: dict[str, str] = {}
+        if document.origin and document.origin != "null":
+            headers["Origin"] = document.origin
+        browser = context._browser
+        if browser.user_agent:
+            headers["User-Agent"] = browser.user_agent
+        try:
+            cookies = await context.cookies(url)
+        except (ProtocolError, TargetClosedError):
+            cookies = []
+        if cookies:
+            headers["Cookie"] = "; ".join(f"{c['name']}={c['value']}" for c in cookies)
+        for name, value in context._extra_http_headers.items():
+            headers[name] = value
+        return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+    # -- failures ---------------------------------------------------------------------------------
+
+    def fail(self, exc: BaseException) -> None:
+        """Raise a user handler's exception in the owner's nursery: it fails the launch()/connect() block."""
+
+        async def reraise() -> None:
+            raise exc
+
+        self.nursery.start_soon(reraise, name="route handler failure")

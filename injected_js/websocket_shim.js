@@ -1,0 +1,751 @@
+// cdp_wsroute's WebSocket shim: runs in every document before any page script.
+//
+// Python evaluates this file as `(<this function>)(config)` where config is
+// {binding, token, dispatch, filters, ask}:
+//   binding   the name of the CDP binding (Runtime.addBinding) that carries
+//             page -> Python batches; captured here and deleted from the global;
+//   token     a secret that proves a batch comes from this shim (page -> Python)
+//             and that a call comes from Python (Python -> page);
+//   dispatch  the name of the non-writable global Python calls with batches;
+//   filters   [[source, flags], ...] regular expressions: a socket whose URL
+//             matches none of them stays native, unless
+//   ask       is true: then Python decides for every socket (predicate routes).
+//
+// Page -> Python batch: '[token,' + messages + ']', each message an array:
+//   ["c", id, url, protocols]     new WebSocket(url, protocols) to route
+//   ["t", id, text]               ws.send(text)
+//   ["b", id, base64]             ws.send(binary)
+//   ["x", id, code|null, reason]  ws.close(code, reason) while OPEN
+//   ["k", id, code|null, reason]  ws.close() while CONNECTING
+//   ["l", id]                     the socket was lost (page entered the bfcache)
+// Python -> page batch (dispatch(token, batch)):
+//   ["o", id, protocol, extensions]   open
+//   ["t", id, text] / ["b", id, b64]  a message for the page
+//   ["e", id]                         error event (readyState is CLOSED)
+//   ["c", id, code, reason, wasClean] close event (readyState is CLOSED)
+//   ["p", id]                         not routed after all: become a native socket
+//   ["r", filters, ask]               new route filters
+//
+// Order: frames of one socket leave in the order the page sent them, whatever
+// their type (a Blob waits for its bytes, and holds back what follows it); each
+// Python -> page event is dispatched in a task of its own, in arrival order.
+//
+// Privacy: every built-in used after start-up is captured now, so page scripts
+// that redefine JSON, Array.prototype, EventTarget, Function.prototype.call,
+// Blob or ArrayBuffer methods cannot see or steer the tunnel.
+(function installWebSocketShim(config) {
+  "use strict";
+  const global = globalThis;
+
+  // A second install in the same document (runImmediately racing a new-document
+  // script, or a route update) only refreshes the filters.
+  const installed = Object.getOwnPropertyDescriptor(global, config.dispatch);
+  if (installed !== undefined) {
+    installed.value(config.token, [["r", config.filters, config.ask]]);
+    return;
+  }
+  const NativeWebSocket = global.WebSocket;
+  const binding = global[config.binding];
+  if (typeof NativeWebSocket !== "function" || typeof binding !== "function") return;
+  delete global[config.binding];
+
+  // ---- captured built-ins ----------------------------------------------------
+  const ReflectApply = Reflect.apply;
+  const ReflectConstruct = Reflect.construct;
+  const uncurry = (fn) => ReflectApply(Function.prototype.bind, Function.prototype.call, [fn]);
+  const getter = (proto, name) => uncurry(Object.getOwnPropertyDescriptor(proto, name).get);
+  const defineProperty = Object.defineProperty;
+  const getOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
+  const ObjectFreeze = Object.freeze;
+  const setPrototypeOf = Object.setPrototypeOf;
+  // Internal arrays have no prototype: a page that defines index setters on
+  // Array.prototype must not see what we store.
+  const list = () => setPrototypeOf([], null);
+  const JSONStringify = JSON.stringify;
+  const StringCtor = String;
+  const NumberCtor = Number;
+  const MathRound = Math.round;
+  const MathFloor = Math.floor;
+  const isNaNFn = Number.isNaN;
+  const MapCtor = Map;
+  const mapGet = uncurry(Map.prototype.get);
+  const mapSet = uncurry(Map.prototype.set);
+  const mapDelete = uncurry(Map.prototype.delete);
+  const mapHas = uncurry(Map.prototype.has);
+  const mapValues = uncurry(Map.prototype.values);
+  const iteratorNext = uncurry(Object.getPrototypeOf(new Map().values()).next);
+  const WeakMapCtor = WeakMap;
+  const weakGet = uncurry(WeakMap.prototype.get);
+  const weakSet = uncurry(WeakMap.prototype.set);
+  const RegExpCtor = RegExp;
+  const regexpExec = uncurry(RegExp.prototype.exec);
+  const EventTargetCtor = EventTarget;
+  const addEventListener = uncurry(EventTarget.prototype.addEventListener);
+  const removeEventListener = uncurry(EventTarget.prototype.removeEventListener);
+  const dispatchEvent = uncurry(EventTarget.prototype.dispatchEvent);
+  const EventCtor = Event;
+  const MessageEventCtor = MessageEvent;
+  const CloseEventCtor = CloseEvent;
+  const DOMExceptionCtor = DOMException;
+  const SyntaxErrorCtor = SyntaxError;
+  const TypeErrorCtor = TypeError;
+  const URLCtor = URL;
+  const urlHref = getter(URL.prototype, "href");
+  const urlProtocol = getter(URL.prototype, "protocol");
+  const urlHash = getter(URL.prototype, "hash");
+  const urlOrigin = getter(URL.prototype, "origin");
+  const setUrlProtocol = uncurry(getOwnPropertyDescriptor(URL.prototype, "protocol").set);
+  const documentRef = global.document;
+  const baseURI = documentRef ? getter(Node.prototype, "baseURI") : null;
+  // Location members are [LegacyUnforgeable]: own properties of the instance, never patchable.
+  const locationHref = global.location ? uncurry(getOwnPropertyDescriptor(global.location, "href").get) : null;
+  const stringToWellFormed = uncurry(String.prototype.toWellFormed);
+  const stringCharCodeAt = uncurry(String.prototype.charCodeAt);
+  const fromCharCode = String.fromCharCode;
+  const BlobCtor = Blob;
+  const blobSize = getter(Blob.prototype, "size");
+  const blobArrayBuffer = uncurry(Blob.prototype.arrayBuffer);
+  const promiseThen = uncurry(Promise.prototype.then);
+  const Uint8ArrayCtor = Uint8Array;
+  const ArrayBufferCtor = ArrayBuffer;
+  const isView = ArrayBuffer.isView;
+  const arrayBufferByteLength = getter(ArrayBuffer.prototype, "byteLength");
+  const TypedArrayProto = Object.getPrototypeOf(Uint8Array.prototype);
+  const typedBuffer = getter(TypedArrayProto, "buffer");
+  const typedOffset = getter(TypedArrayProto, "byteOffset");
+  const typedLength = getter(TypedArrayProto, "byteLength");
+  const dataViewBuffer = getter(DataView.prototype, "buffer");
+  const dataViewOffset = getter(DataView.prototype, "byteOffset");
+  const dataViewLength = getter(DataView.prototype, "byteLength");
+  const uint8Buffer = getter(TypedArrayProto, "buffer");
+  const toBase64 = Uint8Array.prototype.toBase64 ? uncurry(Uint8Array.prototype.toBase64) : null;
+  const fromBase64 = Uint8Array.fromBase64 || null;
+  const atobFn = global.atob;
+  const btoaFn = global.btoa;
+  const textEncoder = new TextEncoder();
+  const encode = uncurry(TextEncoder.prototype.encode);
+  const MessageChannelCtor = MessageChannel;
+  const postMessage = uncurry(MessagePort.prototype.postMessage);
+  const consoleError = global.console ? global.console.error : null;
+  const ASCII = /^[\x00-\x7f]*$/;
+
+  const CONNECTING = 0;
+  const OPEN = 1;
+  const CLOSING = 2;
+  const CLOSED = 3;
+
+  // ---- state -------------------------------------------------------------------
+  const states = new WeakMapCtor(); // WebSocket object -> state
+  const byId = new MapCtor(); // id -> state
+  let nextId = 1;
+  let filters = [];
+  let ask = false;
+  let pending = ""; // serialized page -> Python messages, comma-prefixed
+  let flushScheduled = false;
+  const dirty = list(); // states with bytes counted in bufferedAmount but not yet flushed
+  let dirtyCount = 0;
+
+  function setFilters(sources, askFlag) {
+    const compiled = list();
+    let needsAsk = !!askFlag;
+    for (let i = 0; i < sources.length; i++) {
+      try {
+        compiled[i] = new RegExpCtor(sources[i][0], sources[i][1]);
+      } catch (e) {
+        needsAsk = true; // cannot pre-filter this one: let Python decide
+      }
+    }
+    filters = compiled;
+    ask = needsAsk;
+  }
+  setFilters(config.filters, config.ask);
+
+  function mightRoute(url) {
+    if (ask) return true;
+    for (let i = 0; i < filters.length; i++) {
+      if (filters[i] !== undefined && regexpExec(filters[i], url) !== null) return true;
+    }
+    return false;
+  }
+
+  // ---- page -> Python -------------------------------------------------------------
+  function post(message) {
+    pending += "," + message;
+    if (!flushScheduled) {
+      flushScheduled = true;
+      queueMicrotaskFn(flush);
+    }
+  }
+  const queueMicrotaskFn = global.queueMicrotask;
+
+  function flush() {
+    flushScheduled = false;
+    if (pending === "") return;
+    const payload = "[" + JSONStringify(config.token) + pending + "]";
+    pending = "";
+    // What was handed to the binding counts as transmitted.
+    for (let i = 0; i < dirtyCount; i++) {
+      const state = dirty[i];
+      dirty[i] = undefined;
+      state.bufferedAmount -= state.unflushed;
+      state.unflushed = 0;
+    }
+    dirtyCount = 0;
+    binding(payload);
+  }
+
+  // Every state of a Map, without the (patchable) iterator protocol.
+  function statesOf(map) {
+    const out = new MapCtor();
+    const it = mapValues(map);
+    for (let step = iteratorNext(it); !step.done; step = iteratorNext(it)) mapSet(out, out.size, step.value);
+    return out;
+  }
+
+  function utf8Length(text) {
+    return regexpExec(ASCII, text) !== null ? text.length : encode(textEncoder, text).length;
+  }
+
+  function bytesToBase64(bytes) {
+    if (toBase64 !== null) return toBase64(bytes);
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      binary += ReflectApply(fromCharCode, null, bytes.subarray(i, i + 0x8000));
+    }
+    return btoaFn(binary);
+  }
+
+  function base64ToBytes(text) {
+    if (fromBase64 !== null) return fromBase64(text);
+    const binary = atobFn(text);
+    const bytes = new Uint8ArrayCtor(binary.length);
+    for (let i = 0; i < binary.length; i++) bytes[i] = stringCharCodeAt(binary, i);
+    return bytes;
+  }
+
+  // The bytes of an ArrayBuffer or view (of any realm), or null if `data` is neither.
+  function bytesOf(data) {
+    try {
+      return new Uint8ArrayCtor(data, 0, arrayBufferByteLength(data));
+    } catch (e) {}
+    if (isView(data)) {
+      try {
+        return new Uint8ArrayCtor(typedBuffer(data), typedOffset(data), typedLength(data));
+      } catch (e) {}
+      try {
+        return new Uint8ArrayCtor(dataViewBuffer(data), dataViewOffset(data), dataViewLength(data));
+      } catch (e) {}
+    }
+    return null;
+  }
+
+  function isBlob(data) {
+    try {
+      blobSize(data);
+      return true;
+    } catch (e) {
+      return false;
+    }
+  }
+
+  // Queue one outgoing frame, keeping the socket's order across Blob reads.
+  function enqueueFrame(state, kind, payload) {
+    if (state.blobsPending === 0) {
+      post("[" + JSONStringify(kind) + "," + state.id + "," + JSONStringify(payload) + "]");
+    } else {
+      const entry = list();
+      entry[0] = kind;
+      entry[1] = payload;
+      state.held[state.held.length] = entry;
+    }
+  }
+
+  function releaseHeld(state) {
+    while (state.blobsPending === 0 && state.heldIndex < state.held.length) {
+      const entry = state.held[state.heldIndex++];
+      if (entry[0] === "blob") {
+        readBlob(state, entry[1]);
+      } else {
+        post("[" + JSONStringify(entry[0]) + "," + state.id + "," + JSONStringify(entry[1]) + "]");
+      }
+    }
+    if (state.heldIndex === state.held.length) {
+      state.held = list();
+      state.heldIndex = 0;
+    }
+  }
+
+  function readBlob(state, blob) {
+    state.blobsPending++;
+    promiseThen(
+      blobArrayBuffer(blob),
+      (buffer) => {
+        state.blobsPending--;
+        post('["b",' + state.id + "," + JSONStringify(bytesToBase64(new Uint8ArrayCtor(buffer))) + "]");
+        releaseHeld(state);
+      },
+      () => {
+        // Chromium fails the connection when it cannot read a Blob it was given.
+        state.blobsPending--;
+        post('["b",' + state.id + ',""]');
+        releaseHeld(state);
+      },
+    );
+  }
+
+  // ---- Python -> page ---------------------------------------------------------------
+  const tasks = new MapCtor();
+  let taskHead = 0;
+  let taskTail = 0;
+  const channel = new MessageChannelCtor();
+  channel.port1.onmessage = runTask;
+
+  function queueTask(fn) {
+    mapSet(tasks, taskTail++, fn);
+    postMessage(channel.port2, null);
+  }
+
+  function runTask() {
+    if (taskHead === taskTail) return;
+    const fn = mapGet(tasks, taskHead);
+    mapDelete(tasks, taskHead++);
+    fn();
+  }
+
+  function fire(target, event) {
+    dispatchEvent(target, event);
+  }
+
+  function deliver(state, data) {
+    queueTask(() => {
+      if (state.readyState !== OPEN) return;
+      fire(state.ws, new MessageEventCtor("message", { __proto__: null, data: data(), origin: state.origin }));
+    });
+  }
+
+  function binaryData(state, base64) {
+    return () => {
+      const bytes = base64ToBytes(base64);
+      return state.binaryType === "blob" ? new BlobCtor([bytes]) : uint8Buffer(bytes);
+    };
+  }
+
+  function dispatchFromPython(token, batch) {
+    if (token !== config.token) return;
+    for (let i = 0; i < batch.length; i++) {
+      const message = batch[i];
+      const op = message[0];
+      if (op === "r") {
+        setFilters(message[1], message[2]);
+        continue;
+      }
+      const state = mapGet(byId, message[1]);
+      if (state === undefined) continue;
+      if (op === "t") {
+        const text = message[2];
+        deliver(state, () => text);
+      } else if (op === "b") {
+        deliver(state, binaryData(state, message[2]));
+      } else if (op === "o") {
+        const protocol = message[2];
+        const extensions = message[3];
+        queueTask(() => {
+          if (state.readyState !== CONNECTING) return;
+          state.readyState = OPEN;
+          state.protocol = protocol;
+          state.extensions = extensions;
+          fire(state.ws, new EventCtor("open"));
+        });
+      } else if (op === "e") {
+        queueTask(() => {
+          if (state.readyState === CLOSED && state.errored) return;
+          state.readyState = CLOSED;
+          state.errored = true;
+          fire(state.ws, new EventCtor("error"));
+        });
+      } else if (op === "c") {
+        const code = message[2];
+        const reason = message[3];
+        const wasClean = message[4];
+        queueTask(() => closeNow(state, code, reason, wasClean));
+      } else if (op === "p") {
+        goNative(state);
+      }
+    }
+  }
+
+  function closeNow(state, code, reason, wasClean) {
+    if (state.closed) return;
+    state.closed = true;
+    state.readyState = CLOSED;
+    mapDelete(byId, state.id);
+    fire(state.ws, new CloseEventCtor("close", { __proto__: null, code, reason, wasClean }));
+  }
+
+  defineProperty(global, config.dispatch, {
+    value: ReflectApply(Function.prototype.bind, dispatchFromPython, [null]),
+    writable: false,
+    enumerable: false,
+    configurable: false,
+  });
+
+  // ---- native pass-through (Python declined the socket) ---------------------------------
+  function goNative(state) {
+    mapDelete(byId, state.id);
+    if (state.readyState !== CONNECTING) return;
+    let inner;
+    try {
+      const protocols = [];
+      for (let i = 0; i < state.protocols.length; i++) defineProperty(protocols, i, { value: state.protocols[i], writable: true, enumerable: true, configurable: true });
+      inner = ReflectConstruct(NativeWebSocket, protocols.length ? [state.url, protocols] : [state.url]);
+    } catch (e) {
+      queueTask(() => {
+        state.readyState = CLOSED;
+        fire(state.ws, new EventCtor("error"));
+        closeNow(state, 1006, "", false);
+      });
+      return;
+    }
+    state.inner = inner;
+    inner.binaryType = "arraybuffer";
+    addEventListener(inner, "open", () => {
+      state.readyState = OPEN;
+      state.protocol = inner.protocol;
+      state.extensions = inner.extensions;
+      fire(state.ws, new EventCtor("open"));
+    });
+    addEventListener(inner, "message", (event) => {
+      let data = event.data;
+      if (typeof data !== "string" && state.binaryType === "blob") data = new BlobCtor([data]);
+      fire(state.ws, new MessageEventCtor("message", { __proto__: null, data, origin: event.origin }));
+    });
+    addEventListener(inner, "error", () => {
+      state.readyState = inner.readyState;
+      fire(state.ws, new EventCtor("error"));
+    });
+    addEventListener(inner, "close", (event) => {
+      state.closed = true;
+      state.readyState = CLOSED;
+      fire(state.ws, new CloseEventCtor("close", { __proto__: null, code: event.code, reason: event.reason, wasClean: event.wasClean }));
+    });
+    if (state.closeRequested !== null) inner.close(...state.closeRequested);
+  }
+
+  // ---- the constructor --------------------------------------------------------------------
+  function syntaxError(message) {
+    return new DOMExceptionCtor("Failed to construct 'WebSocket': " + message, "SyntaxError");
+  }
+
+  function documentBase() {
+    if (baseURI !== null) return baseURI(documentRef);
+    if (locationHref !== null) return locationHref(global.location);
+    return undefined;
+  }
+
+  // URL and protocol checks of the WebSocket constructor, in Chromium's order and words.
+  function normalize(urlArg, protocolsArg) {
+    const text = StringCtor(urlArg);
+    let parsed;
+    try {
+      parsed = new URLCtor(text, documentBase());
+    } catch (e) {
+      throw syntaxError("The URL '" + text + "' is invalid.");
+    }
+    const scheme = urlProtocol(parsed);
+    if (scheme === "http:") setUrlProtocol(parsed, "ws:");
+    else if (scheme === "https:") setUrlProtocol(parsed, "wss:");
+    else if (scheme !== "ws:" && scheme !== "wss:") {
+      throw syntaxError(
+        "The URL's scheme must be either 'http', 'https', 'ws', or 'wss'. '" + scheme.slice(0, -1) + "' is not allowed.",
+      );
+    }
+    if (urlHash(parsed) !== "" || (text.length > 0 && stringCharCodeAt(text, text.length - 1) === 0x23)) {
+      throw syntaxError(
+        "The URL contains a fragment identifier ('" + urlHash(parsed).slice(1) + "'). Fragment identifiers are not allowed in WebSocket URLs.",
+      );
+    }
+    let protocols = list();
+    if (protocolsArg !== undefined) {
+      if (typeof protocolsArg === "string") protocols[0] = protocolsArg;
+      else if (protocolsArg !== null && typeof protocolsArg === "object" && typeof protocolsArg[Symbol.iterator] === "function") {
+        for (const p of protocolsArg) protocols[protocols.length] = StringCtor(p);
+      } else protocols[0] = StringCtor(protocolsArg);
+    }
+    const seen = new MapCtor();
+    for (let i = 0; i < protocols.length; i++) {
+      const p = protocols[i];
+      if (!isToken(p)) throw syntaxError("The subprotocol '" + p + "' is invalid.");
+      if (mapHas(seen, p)) throw syntaxError("The subprotocol '" + p + "' is duplicated.");
+      mapSet(seen, p, true);
+    }
+    return { __proto__: null, url: urlHref(parsed), origin: urlOrigin(parsed), protocols };
+  }
+
+  function isToken(text) {
+    if (text.length === 0) return false;
+    for (let i = 0; i < text.length; i++) {
+      const c = stringCharCodeAt(text, i);
+      if (c < 0x21 || c > 0x7e) return false;
+      // separators of RFC 2616
+      if ('()<>@,;:\\"/[]?={}'.indexOf(fromCharCode(c)) !== -1) return false;
+    }
+    return true;
+  }
+
+  const handler = {
+    __proto__: null,
+    construct(target, args, newTarget) {
+      if (args.length === 0) {
+        throw new TypeErrorCtor("Failed to construct 'WebSocket': 1 argument required, but only 0 present.");
+      }
+      let normalized;
+      try {
+        normalized = normalize(args[0], args[1]);
+      } catch (e) {
+        throw e;
+      }
+      if (!mightRoute(normalized.url)) return ReflectConstruct(NativeWebSocket, args, newTarget);
+      const ws = ReflectConstruct(EventTargetCtor, [], newTarget);
+      const state = {
+        __proto__: null,
+        id: nextId++,
+        ws,
+        url: normalized.url,
+        origin: normalized.origin,
+        protocols: normalized.protocols,
+        readyState: CONNECTING,
+        protocol: "",
+        extensions: "",
+        binaryType: "blob",
+        bufferedAmount: 0,
+        unflushed: 0,
+        attributeHandlers: { __proto__: null },
+        blobsPending: 0,
+        held: list(),
+        heldIndex: 0,
+        inner: null,
+        closeRequested: null,
+        closed: false,
+        errored: false,
+      };
+      weakSet(states, ws, state);
+      mapSet(byId, state.id, state);
+      post("[\"c\"," + state.id + "," + JSONStringify(state.url) + "," + protocolsJSON(state.protocols) + "]");
+      return ws;
+    },
+  };
+
+  function protocolsJSON(list) {
+    let out = "[";
+    for (let i = 0; i < list.length; i++) out += (i ? "," : "") + JSONStringify(list[i]);
+    return out + "]";
+  }
+
+  // ---- WebSocket.prototype: routed objects use our state, native ones the original --------
+  const proto = NativeWebSocket.prototype;
+
+  function patchGetter(name, read, write) {
+    const original = getOwnPropertyDescriptor(proto, name);
+    const nativeGet = uncurry(original.get);
+    const nativeSet = original.set ? uncurry(original.set) : null;
+    const descriptor = {
+      get: {
+        [name]() {
+          const state = weakGet(states, this);
+          if (state === undefined) return nativeGet(this);
+          return read(state);
+        },
+      }[name],
+      enumerable: original.enumerable,
+      configurable: original.configurable,
+    };
+    if (nativeSet !== null) {
+      descriptor.set = {
+        [name](value) {
+          const state = weakGet(states, this);
+          if (state === undefined) return nativeSet(this, value);
+          write(state, value);
+        },
+      }[name];
+    }
+    defineProperty(proto, name, descriptor);
+  }
+
+  function patchMethod(name, impl) {
+    const original = getOwnPropertyDescriptor(proto, name);
+    const nativeFn = uncurry(original.value);
+    defineProperty(proto, name, {
+      value: {
+        [name](...args) {
+          const state = weakGet(states, this);
+          if (state === undefined) return nativeFn(this, ...args);
+          return impl(state, args);
+        },
+      }[name],
+      writable: original.writable,
+      enumerable: original.enumerable,
+      configurable: original.configurable,
+    });
+  }
+
+  patchGetter("url", (s) => s.url);
+  patchGetter("readyState", (s) => (s.inner !== null && !s.closed ? s.inner.readyState : s.readyState));
+  patchGetter("bufferedAmount", (s) => (s.inner !== null ? s.inner.bufferedAmount : s.bufferedAmount));
+  patchGetter("extensions", (s) => s.extensions);
+  patchGetter("protocol", (s) => s.protocol);
+  patchGetter(
+    "binaryType",
+    (s) => s.binaryType,
+    (s, value) => {
+      const text = StringCtor(value);
+      if (text === "blob" || text === "arraybuffer") s.binaryType = text;
+    },
+  );
+  for (const type of ["open", "message", "error", "close"]) {
+    const name = "on" + type;
+    patchGetter(
+      name,
+      (s) => {
+        const slot = s.attributeHandlers[type];
+        return slot === undefined ? null : slot.handler;
+      },
+      (s, value) => {
+        const callable = typeof value === "function" || (value !== null && typeof value === "object") ? value : null;
+        let slot = s.attributeHandlers[type];
+        if (callable === null) {
+          if (slot !== undefined) {
+            removeEventListener(s.ws, type, slot.listener);
+            s.attributeHandlers[type] = undefined;
+          }
+          return;
+        }
+        if (slot === undefined) {
+          slot = { __proto__: null, handler: callable, listener: null };
+          slot.listener = function (event) {
+            const h = slot.handler;
+            if (typeof h === "function") return ReflectApply(h, this, [event]);
+          };
+          s.attributeHandlers[type] = slot;
+          addEventListener(s.ws, type, slot.listener);
+        } else {
+          slot.handler = callable;
+        }
+      },
+    );
+  }
+
+  patchMethod("send", (state, args) => {
+    if (args.length === 0) {
+      throw new TypeErrorCtor("Failed to execute 'send' on 'WebSocket': 1 argument required, but only 0 present.");
+    }
+    if (state.inner !== null) return state.inner.send(args[0]);
+    if (state.readyState === CONNECTING) {
+      throw new DOMExceptionCtor("Failed to execute 'send' on 'WebSocket': Still in CONNECTING state.", "InvalidStateError");
+    }
+    const data = args[0];
+    let size;
+    let kind;
+    let payload = null;
+    if (typeof data === "string") {
+      payload = stringToWellFormed(data);
+      size = utf8Length(payload);
+      kind = "t";
+    } else if (isBlob(data)) {
+      size = blobSize(data);
+      kind = "blob";
+    } else {
+      const bytes = bytesOf(data);
+      if (bytes !== null) {
+        size = bytes.length;
+        kind = "b";
+        payload = bytesToBase64(bytes);
+      } else {
+        payload = stringToWellFormed(StringCtor(data));
+        size = utf8Length(payload);
+        kind = "t";
+      }
+    }
+    if (state.readyState !== OPEN) {
+      // Chromium counts data sent after close() and drops it.
+      state.bufferedAmount += size;
+      if (consoleError) consoleError("WebSocket is already in CLOSING or CLOSED state.");
+      return;
+    }
+    state.bufferedAmount += size;
+    if (state.unflushed === 0) dirty[dirtyCount++] = state;
+    state.unflushed += size;
+    if (kind === "blob") {
+      if (state.blobsPending === 0) readBlob(state, data);
+      else {
+        const entry = list();
+        entry[0] = "blob";
+        entry[1] = data;
+        state.held[state.held.length] = entry;
+      }
+    } else {
+      enqueueFrame(state, kind, payload);
+    }
+  });
+
+  patchMethod("close", (state, args) => {
+    let code = null;
+    let reason = "";
+    if (args.length > 0 && args[0] !== undefined) {
+      let n = NumberCtor(args[0]);
+      if (isNaNFn(n)) n = 0;
+      n = n < 0 ? 0 : n > 65535 ? 65535 : n;
+      const floor = MathFloor(n);
+      code = n - floor === 0.5 ? (floor % 2 === 0 ? floor : floor + 1) : MathRound(n);
+      if (code !== 1000 && (code < 3000 || code > 4999)) {
+        throw new DOMExceptionCtor(
+          "Failed to execute 'close' on 'WebSocket': The close code must be either 1000, or between 3000 and 4999. " + code + " is neither.",
+          "InvalidAccessError",
+        );
+      }
+    }
+    if (args.length > 1 && args[1] !== undefined) {
+      reason = stringToWellFormed(StringCtor(args[1]));
+      if (utf8Length(reason) > 123) {
+        throw new DOMExceptionCtor(
+          "Failed to execute 'close' on 'WebSocket': The close reason must not be greater than 123 UTF-8 bytes.",
+          "SyntaxError",
+        );
+      }
+    }
+    if (state.inner !== null) return code === null ? state.inner.close() : state.inner.close(code, reason);
+    if (state.readyState === CLOSING || state.readyState === CLOSED) return;
+    const wasConnecting = state.readyState === CONNECTING;
+    state.readyState = CLOSING;
+    state.closeRequested = code === null ? [] : [code, reason];
+    if (mapHas(byId, state.id)) {
+      post("[" + (wasConnecting ? '"k"' : '"x"') + "," + state.id + "," + (code === null ? "null" : code) + "," + JSONStringify(reason) + "]");
+    }
+  });
+
+  defineProperty(global, "WebSocket", {
+    value: new Proxy(NativeWebSocket, handler),
+    writable: true,
+    enumerable: false,
+    configurable: true,
+  });
+
+  // ---- back/forward cache: Chromium drops a page's sockets when it is frozen ----------------
+  if (documentRef) {
+    addEventListener(global, "pagehide", (event) => {
+      if (!event.persisted) return;
+      const open = statesOf(byId);
+      for (let i = 0; i < open.size; i++) {
+        const state = mapGet(open, i);
+        if (state.inner !== null || state.closed) continue;
+        post('["l",' + state.id + "]");
+        queueTask(() => {
+          state.readyState = CLOSED;
+          fire(state.ws, new EventCtor("error"));
+          closeNow(state, 1006, "", false);
+        });
+      }
+      flush();
+    });
+  }
+  ObjectFreeze(handler);
+});
