@@ -55,6 +55,8 @@ RouteHandler = Callable[["WebSocketRoute"], Any]
 
 # trio-websocket's close codes that mean the connection failed rather than closed.
 _PROTOCOL_FAILURES = {1002, 1003, 1007, 1009, 1010}
+# How long a close handshake may take before the connection counts as dropped.
+_CLOSE_TIMEOUT = 10.0
 
 
 class WebSocketClosedError(Error):
@@ -245,6 +247,7 @@ class _RoutedSocket:
         self._upstream_out: deque[Message | ServerClose] = deque()
         self._upstream_wake = trio.Event()
         self._upstream_cancel: trio.CancelScope | None = None
+        self._closing_upstream = False
 
     # -- events from the page (inline in the CDP reader) ---------------------------------------
 
@@ -481,37 +484,45 @@ class _RoutedSocket:
         self.server_protocol = ws.subprotocol or ""
         self._execute(self.state.server_opened(self.server_protocol, ""))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._upstream_writer, ws)
+            nursery.start_soon(self._upstream_writer, ws, nursery.cancel_scope)
             while True:
                 try:
                     message = await ws.get_message()
                 except trio_websocket.ConnectionClosed as closed:
-                    reason = closed.reason
-                    code = reason.code if reason is not None else 1006
-                    if reason is None or code == 1006 or code in _PROTOCOL_FAILURES:
-                        detail = f"{reason.name}: {reason.reason}" if reason and reason.reason else "dropped"
-                        self._upstream_failed(f"the server connection failed ({code} {detail})", page_error=code != 1006)
-                    else:
-                        self._execute(self.state.server_closed(None if code == 1005 else code, reason.reason or ""))
+                    if self._closing_upstream:
+                        return  # we started the close: the writer reports the server's answer
+                    self._upstream_ended(closed.reason)
                     nursery.cancel_scope.cancel(reason="upstream closed")
                     return
                 self._event(lambda message=message: self.state.server_message(message))  # type: ignore[misc]
 
-    async def _upstream_writer(self, ws: trio_websocket.WebSocketConnection) -> None:
+    async def _upstream_writer(self, ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope) -> None:
         out = self._upstream_out
         while True:
             while not out:
                 await self._upstream_wake.wait()
                 self._upstream_wake = trio.Event()
             item = out.popleft()
+            if isinstance(item, ServerClose):
+                self._closing_upstream = True
+                with trio.move_on_after(_CLOSE_TIMEOUT):
+                    await ws.aclose(1005 if item.code is None else item.code, item.reason or None)
+                # The server's own close frame, or 1006 if it never answered.
+                self._upstream_ended(ws.closed)
+                scope.cancel(reason="upstream closed")
+                return
             try:
-                if isinstance(item, ServerClose):
-                    code = 1005 if item.code is None else item.code
-                    await ws.aclose(code, item.reason or None)
-                    return
                 await ws.send_message(item)
             except trio_websocket.ConnectionClosed:
-                return
+                return  # the reader reports why
+
+    def _upstream_ended(self, reason: trio_websocket.CloseReason | None) -> None:
+        code = reason.code if reason is not None else 1006
+        if reason is None or code == 1006 or code in _PROTOCOL_FAILURES:
+            detail = f"{reason.name}: {reason.reason}" if reason is not None and reason.reason else "connection lost"
+            self._upstream_failed(f"the server connection failed ({code} {detail})", page_error=code != 1006)
+        else:
+            self._execute(self.state.server_closed(None if code == 1005 else code, reason.reason or ""))
 
     def _upstream_failed(self, reason: str, *, page_error: bool) -> None:
         self.upstream_error = UpstreamError(f"{self.url}: {reason}")
