@@ -20,9 +20,13 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import TargetClosedError as TargetClosedError
 from ._errors import TimeoutError as TimeoutError
 from ._errors import UsageError as UsageError
+from ._events import EventInfo as EventInfo
 from ._page import ConsoleMessage as ConsoleMessage
 from ._page import Frame as Frame
 from ._page import Page as Page
+from ._route import UpstreamError as UpstreamError
+from ._route import WebSocketClosedError as WebSocketClosedError
+from ._route import WebSocketRoute as WebSocketRoute
 
 __version__ = "0.1.0"
 
@@ -35,6 +39,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConsoleMessage",
     "Error",
+    "EventInfo",
     "Frame",
     "JavaScriptError",
     "LaunchError",
@@ -44,7 +49,10 @@ __all__ = [
     "RawEvent",
     "TargetClosedError",
     "TimeoutError",
+    "UpstreamError",
     "UsageError",
+    "WebSocketClosedError",
+    "WebSocketRoute",
     "connect",
     "launch",
 ]

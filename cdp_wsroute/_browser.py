@@ -25,10 +25,10 @@ from ._connection import JSON, CDPConnection, CDPSession, open_connection
 from ._errors import ConnectionClosedError, LaunchError, ProtocolError, TargetClosedError, UsageError
 from ._events import DEFAULT_TIMEOUT, Changes, EventEmitter, deadline
 from ._page import Page, _same_route, gather
-from ._route import RouteEntry, RouteHandler
-from ._urlmatch import UrlMatcher, UrlPattern
 from ._process import BrowserProcess
+from ._route import RouteEntry, RouteHandler
 from ._transport import WebSocketTransport
+from ._urlmatch import UrlMatcher, UrlPattern
 
 __all__ = ["Browser", "BrowserContext", "connect", "launch"]
 

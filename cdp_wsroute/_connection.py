@@ -339,11 +339,11 @@ class CDPConnection:
             return
         error = message.get("error")
         if error is not None:
-            code = error.get("code", 0) if isinstance(error, dict) else 0
+            code = error.get("code") if isinstance(error, dict) else None
             text = error.get("message", str(error)) if isinstance(error, dict) else str(error)
             if isinstance(error, dict) and error.get("data"):
                 text = f"{text} ({error['data']})"
-            pending.error = ProtocolError(pending.method, int(code), str(text))
+            pending.error = ProtocolError(pending.method, code if type(code) is int else 0, str(text))
         else:
             result = message.get("result")
             pending.result = result if isinstance(result, dict) else {}

@@ -30,7 +30,6 @@ from ._js import (
     raise_for_exception,
     wait_for_function_source,
 )
-
 from ._route import RouteEntry, RouteHandler, WebSocketRoute
 from ._tunnel import Tunnel
 from ._urlmatch import UrlMatcher, UrlPattern

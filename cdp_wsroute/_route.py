@@ -16,7 +16,7 @@ import inspect
 import logging
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -151,9 +151,9 @@ class WebSocketRoute:
         Raises:
             UsageError: ``code`` is not 1000 or 3000-4999, or ``reason`` is over 123 UTF-8 bytes.
         """
-        if code is not None and (not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999)):
-            if not (self._side is Side.SERVER and isinstance(code, int) and 1000 <= code <= 4999):
-                raise UsageError(f"close code must be 1000 or in 3000-4999, not {code!r}")
+        if code is not None and not _valid_close_code(code, self._side):
+            allowed = "1000-4999" if self._side is Side.SERVER else "1000 or in 3000-4999"
+            raise UsageError(f"close code must be {allowed}, not {code!r}")
         if reason is not None and len(reason.encode()) > 123:
             raise UsageError("close reason must not be longer than 123 UTF-8 bytes")
         self._socket.route_close(self._side, code, reason or "")
@@ -529,6 +529,15 @@ class _RoutedSocket:
         self._execute(self.state.server_failed(reason, page_error=page_error))
 
 
+def _valid_close_code(code: object, side: Side) -> bool:
+    """Codes a route may close with: what a page may send, or (to a server) any sendable code."""
+    if type(code) is not int:
+        return False
+    if side is Side.SERVER:
+        return 1000 <= code <= 4999 and code not in (1004, 1005, 1006, 1015)
+    return code == 1000 or 3000 <= code <= 4999
+
+
 def _describe_failure(exc: BaseException) -> str:
     if isinstance(exc, trio_websocket.ConnectionRejected):
         return f"the server rejected the handshake with HTTP {exc.status_code}"
@@ -549,4 +558,3 @@ def _ssl_context(url: str, ignore_https_errors: bool) -> ssl.SSLContext | None:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
-

@@ -127,7 +127,15 @@ class CallCloseHandler:
 
 
 Action = (
-    PageOpen | PageSend | PageError | PageClose | ServerConnect | ServerSend | ServerClose | CallMessageHandler | CallCloseHandler
+    PageOpen
+    | PageSend
+    | PageError
+    | PageClose
+    | ServerConnect
+    | ServerSend
+    | ServerClose
+    | CallMessageHandler
+    | CallCloseHandler
 )
 
 
