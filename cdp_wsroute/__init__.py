@@ -19,13 +19,13 @@ from ._errors import NavigationError as NavigationError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import TargetClosedError as TargetClosedError
 from ._errors import TimeoutError as TimeoutError
+from ._errors import UpstreamError as UpstreamError
 from ._errors import UsageError as UsageError
+from ._errors import WebSocketClosedError as WebSocketClosedError
 from ._events import EventInfo as EventInfo
 from ._page import ConsoleMessage as ConsoleMessage
 from ._page import Frame as Frame
 from ._page import Page as Page
-from ._route import UpstreamError as UpstreamError
-from ._route import WebSocketClosedError as WebSocketClosedError
 from ._route import WebSocketRoute as WebSocketRoute
 
 __version__ = "0.1.0"

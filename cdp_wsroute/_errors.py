@@ -11,7 +11,9 @@
     │   ├── LaunchError                 the browser did not start
     │   └── ProtocolError               the browser answered a CDP command with an error
     ├── NavigationError                 a navigation failed (e.g. net::ERR_CONNECTION_REFUSED)
-    └── JavaScriptError                 page JavaScript threw while we evaluated it
+    ├── JavaScriptError                 page JavaScript threw while we evaluated it
+    ├── UpstreamError                   a routed socket's real server failed (refused, TLS, dropped...)
+    └── WebSocketClosedError            route.receive() on a side that has closed
 
 Lower libraries' exceptions are translated at exactly one place each, with
 ``raise ... from exc`` so the original stays reachable as ``__cause__``.
@@ -31,7 +33,9 @@ __all__ = [
     "ProtocolError",
     "TargetClosedError",
     "TimeoutError",
+    "UpstreamError",
     "UsageError",
+    "WebSocketClosedError",
 ]
 
 
@@ -92,3 +96,23 @@ class NavigationError(Error):
 
 class JavaScriptError(Error):
     """JavaScript evaluated in the page threw; the message is the page's error description."""
+
+
+class UpstreamError(Error):
+    """A routed socket's real server connection failed: refused, rejected, TLS, dropped or a protocol error.
+
+    Readable as ``server_route.error`` once the server-side route has closed.
+    """
+
+
+class WebSocketClosedError(Error):
+    """``route.receive()`` on a side that has closed.
+
+    Attributes:
+        code, reason: the close code and reason, None when unknown.
+    """
+
+    def __init__(self, message: str, code: int | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 import trio_websocket
 
-from ._errors import Error, UsageError
+from ._errors import Error, UpstreamError, UsageError, WebSocketClosedError
 from ._events import DEFAULT_TIMEOUT
 from ._urlmatch import UrlMatcher
 from ._wsstate import (
@@ -44,7 +44,7 @@ from ._wsstate import (
 if TYPE_CHECKING:
     from ._tunnel import Document
 
-__all__ = ["RouteEntry", "UpstreamError", "WebSocketClosedError", "WebSocketRoute"]
+__all__ = ["RouteEntry", "WebSocketRoute"]
 
 logger = logging.getLogger("cdp_wsroute.route")
 
@@ -57,26 +57,6 @@ RouteHandler = Callable[["WebSocketRoute"], Any]
 _PROTOCOL_FAILURES = {1002, 1003, 1007, 1009, 1010}
 # How long a close handshake may take before the connection counts as dropped.
 _CLOSE_TIMEOUT = 10.0
-
-
-class WebSocketClosedError(Error):
-    """``receive()`` on a route whose side has closed.
-
-    Attributes:
-        code, reason: the close code and reason, None when unknown.
-    """
-
-    def __init__(self, message: str, code: int | None = None, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-
-
-class UpstreamError(Error):
-    """The real server connection failed: refused, rejected, TLS, dropped or a protocol error.
-
-    Readable as ``server_route.error`` once the server-side route has closed.
-    """
 
 
 class WebSocketRoute:
