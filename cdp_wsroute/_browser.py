@@ -195,6 +195,8 @@ def _cookie_param(cookie: dict[str, Any]) -> JSON:
     if "name" not in cookie or "value" not in cookie:
         raise UsageError(f"a cookie needs a name and a value: {cookie!r}")
     has_url = bool(cookie.get("url"))
+    if has_url and (cookie.get("domain") or cookie.get("path")):
+        raise UsageError(f"a cookie should have either url or domain and path, not both: {cookie!r}")
     has_domain = bool(cookie.get("domain")) and bool(cookie.get("path"))
     if has_url == has_domain:
         raise UsageError(f"a cookie needs either url, or domain and path: {cookie!r}")

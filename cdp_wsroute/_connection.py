@@ -319,7 +319,7 @@ class CDPConnection:
                 message = json.loads(data)
                 if not isinstance(message, dict):
                     raise ValueError("not an object")
-            except ValueError:
+            except (ValueError, RecursionError):
                 logger.warning("dropping a CDP message that is not a JSON object: %.200r", data)
                 continue
             if logger.isEnabledFor(logging.DEBUG):

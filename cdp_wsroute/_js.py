@@ -50,6 +50,8 @@ def call_argument(arg: Any) -> dict[str, Any]:
         return {}
     if isinstance(arg, float) and not math.isfinite(arg):
         return {"unserializableValue": "NaN" if math.isnan(arg) else ("Infinity" if arg > 0 else "-Infinity")}
+    if isinstance(arg, float) and arg == 0 and math.copysign(1.0, arg) < 0:
+        return {"unserializableValue": "-0"}
     try:
         json.dumps(arg, allow_nan=False)
     except (TypeError, ValueError) as exc:

@@ -74,7 +74,23 @@ class ConsoleMessage:
     page: Page = field(repr=False)
 
 
+def _preview_text(preview: JSON) -> str:
+    """Playwright's rendering of an object preview: ``{a: 1, b: x}`` or ``[1, 2]``."""
+    items = [
+        (str(p.get("name", "")), str(p.get("value", p.get("type", ""))))
+        for p in preview.get("properties", [])
+        if isinstance(p, dict)
+    ]
+    more = ", …" if preview.get("overflow") else ""
+    if preview.get("subtype") == "array":
+        return "[" + ", ".join(value for _, value in items) + more + "]"
+    return "{" + ", ".join(f"{name}: {value}" for name, value in items) + more + "}"
+
+
 def _console_text(arg: JSON) -> str:
+    preview = arg.get("preview")
+    if isinstance(preview, dict) and arg.get("type") == "object" and preview.get("subtype") in (None, "array"):
+        return _preview_text(preview)
     if "value" in arg:
         value = arg["value"]
         if isinstance(value, bool):
@@ -106,6 +122,7 @@ class Frame:
         self._committed: list[str] = []
         self._lifecycle: dict[str, set[str]] = {}
         self._context_id: int | None = None
+        self._same_document_navigations = 0
         self._detached = False
         if parent is not None:
             parent._children.append(self)
@@ -279,9 +296,12 @@ class Frame:
         if base_url:
             url = urljoin(base_url, url)
         page = self._page
+        same_document = self._same_document_navigations
         with deadline(timeout, f'navigating to "{url}", waiting until "{wait_until}"'):
             try:
-                result = await self._session.send("Page.navigate", {"url": url, "frameId": self._id})
+                # The page's own session reaches every frame, also one that moves between
+                # processes during this navigation (its OOPIF session would detach under us).
+                result = await page._session.send("Page.navigate", {"url": url, "frameId": self._id})
             except TargetClosedError:
                 page._check_open()
                 raise
@@ -289,7 +309,12 @@ class Frame:
             if error_text:
                 raise NavigationError(f"{error_text} at {url}")
             loader_id = result.get("loaderId")
-            if loader_id is None:  # same-document navigation: done at once
+            if loader_id is None:
+                # Same-document navigation: Chromium answers before it reports the new URL.
+                await page._changes.wait_for(
+                    lambda: self._same_document_navigations != same_document or self._detached or page._closed
+                )
+                page._check_open()
                 return
             await self._wait_for_loader(loader_id, wait_until, url)
 
@@ -668,6 +693,7 @@ class Page(EventEmitter):
         frame = self._frames.get(params["frameId"])
         if frame is not None:
             frame._url = params["url"]
+            frame._same_document_navigations += 1
             self._changes.notify()
 
     def _on_frame_detached(self, session: CDPSession, params: JSON) -> None:

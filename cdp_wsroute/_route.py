@@ -228,6 +228,7 @@ class _RoutedSocket:
         self._upstream_wake = trio.Event()
         self._upstream_cancel: trio.CancelScope | None = None
         self._closing_upstream = False
+        self._upstream_open = False
 
     # -- events from the page (inline in the CDP reader) ---------------------------------------
 
@@ -264,7 +265,8 @@ class _RoutedSocket:
         self._execute(self.state.lifecycle_closed())
         self._wake_pull(Side.PAGE, None, None)
         self._wake_pull(Side.SERVER, None, None)
-        if self._upstream_cancel is not None:
+        if self._upstream_cancel is not None and not self._upstream_open:
+            # Still connecting: abandon the handshake. An open upstream gets its 1001 close frame.
             self._upstream_cancel.cancel(reason="the page's document went away")
 
     # -- the route's own calls --------------------------------------------------------------------
@@ -462,6 +464,7 @@ class _RoutedSocket:
 
     async def _pump_upstream(self, ws: trio_websocket.WebSocketConnection) -> None:
         self.server_protocol = ws.subprotocol or ""
+        self._upstream_open = True
         self._execute(self.state.server_opened(self.server_protocol, ""))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._upstream_writer, ws, nursery.cancel_scope)
