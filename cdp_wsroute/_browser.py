@@ -23,7 +23,7 @@ import trio_websocket
 from ._browsers import check_version, find_executable, parse_version
 from ._connection import JSON, CDPConnection, CDPSession, open_connection
 from ._errors import ConnectionClosedError, LaunchError, ProtocolError, TargetClosedError, UsageError
-from ._events import DEFAULT_TIMEOUT, Changes, EventEmitter, deadline
+from ._events import DEFAULT_TIMEOUT, Changes, EventEmitter, deadline, open_service_nursery
 from ._page import Page, _same_route, gather
 from ._process import BrowserProcess
 from ._route import RouteEntry, RouteHandler
@@ -550,7 +550,7 @@ async def connect(endpoint_url: str, *, timeout: float = 30.0) -> AsyncIterator[
         LaunchError: the endpoint could not be reached or is not a browser.
     """
     with _single_errors():
-        async with trio.open_nursery() as ws_nursery:
+        async with open_service_nursery() as ws_nursery:
             with trio.move_on_after(timeout) as scope:
                 ws_url = await _resolve_endpoint(endpoint_url)
                 try:
@@ -571,4 +571,3 @@ async def connect(endpoint_url: str, *, timeout: float = 30.0) -> AsyncIterator[
                     with trio.CancelScope(shield=True):
                         await browser.close()
                     nursery.cancel_scope.cancel(reason="disconnected")
-            ws_nursery.cancel_scope.cancel(reason="disconnected")

@@ -42,6 +42,7 @@ import cdp.util
 import trio
 
 from ._errors import ConnectionClosedError, ProtocolError, TargetClosedError
+from ._events import open_service_nursery
 from ._transport import Transport, TransportClosed
 
 __all__ = ["CDPConnection", "CDPSession", "RawEvent", "open_connection"]
@@ -397,7 +398,8 @@ class CDPConnection:
     async def aclose(self) -> None:
         """Close the connection: pending commands fail, the transport closes. Idempotent."""
         self._close("the connection was closed by its owner")
-        await self._transport.aclose()
+        with trio.move_on_after(5):
+            await self._transport.aclose()
 
     def sessions(self) -> Iterable[CDPSession]:
         return tuple(self._sessions.values())
@@ -407,20 +409,23 @@ class CDPConnection:
 async def open_connection(transport: Transport) -> AsyncIterator[CDPConnection]:
     """Run a CDP connection over ``transport`` for the duration of the block.
 
-    Resource handling: the reader and writer tasks live in a nursery owned by this
-    context manager; leaving the block closes the transport and fails whatever is
+    Resource handling: the reader and writer tasks live in a service nursery owned
+    by this context manager (shielded from the caller's cancellation, cancelled when
+    the block ends); leaving the block closes the transport and fails whatever is
     still pending with ConnectionClosedError.
     """
     connection = CDPConnection(transport)
     try:
-        async with trio.open_nursery() as nursery:
+        # The reader and writer outlive a cancellation of the caller, so that its
+        # (shielded) cleanup can still talk to the browser.
+        async with open_service_nursery() as nursery:
             nursery.start_soon(connection._reader, name="cdp-reader")
             nursery.start_soon(connection._writer, name="cdp-writer")
             try:
                 yield connection
             finally:
                 connection._close("the connection was closed by its owner")
-                nursery.cancel_scope.cancel(reason="CDP connection closing")
     finally:
-        with trio.CancelScope(shield=True):
+        # Bounded: a WebSocket close waits for the peer's answer, which may never come.
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
             await transport.aclose()

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, TypeVar
 
 import trio
 
 from ._errors import TimeoutError
 
-__all__ = ["DEFAULT_TIMEOUT", "Changes", "EventEmitter", "EventInfo", "deadline"]
+__all__ = ["DEFAULT_TIMEOUT", "Changes", "EventEmitter", "EventInfo", "deadline", "open_service_nursery"]
 
 DEFAULT_TIMEOUT = 30.0
 T = TypeVar("T")
@@ -152,3 +152,27 @@ class EventInfo(Generic[T]):
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]
+
+
+@asynccontextmanager
+async def open_service_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery for background service tasks that the caller's cancellation does not reach.
+
+    The tasks (a connection's reader and writer, say) keep running while a
+    cancelled caller cleans up, shielded, through them; leaving the block cancels
+    them explicitly. Without this, a cancelled ``async with launch()`` could not
+    even send its own ``Browser.close``.
+    """
+    async with trio.open_nursery() as outer:
+
+        async def host(task_status: trio.TaskStatus[tuple[trio.Nursery, trio.CancelScope]]) -> None:
+            with trio.CancelScope(shield=True) as scope:
+                async with trio.open_nursery() as inner:
+                    task_status.started((inner, scope))
+                    await trio.sleep_forever()
+
+        inner, scope = await outer.start(host)
+        try:
+            yield inner
+        finally:
+            scope.cancel(reason="service nursery closing")
