@@ -160,11 +160,11 @@ def decode_batch(payload: object, token: str) -> tuple[list[PageMessage], list[s
         return [], [f"payload of {len(payload)} characters is too large"]
     try:
         batch = json.loads(payload)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return [], [f"payload is not JSON: {exc}"]
     if type(batch) is not list or not batch or type(batch[0]) is not str:
         return [], ["payload is not a token-led list"]
-    if not hmac.compare_digest(batch[0].encode(), token.encode()):
+    if not hmac.compare_digest(batch[0].encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")):
         return [], ["payload has the wrong token"]
     messages: list[PageMessage] = []
     errors: list[str] = []

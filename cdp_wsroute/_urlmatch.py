@@ -28,6 +28,7 @@ __all__ = ["UrlMatcher", "glob_to_regex_source", "to_websocket_url"]
 UrlPattern = str | re.Pattern[str] | Callable[[str], bool]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
+_WILD_SCHEME = re.compile(r"^[a-zA-Z0-9+.\-*{},]+://")
 _REGEX_SPECIAL = set(".^$*+?()[]{}|\\/")
 _PORTABLE_ESCAPES = set("dDwWsSb.^$*+?()[]{}|/\\:-")
 
@@ -60,7 +61,7 @@ def glob_to_regex_source(glob: str) -> str:
             out.append(_escape(glob[i]))
         elif char == "*":
             if glob.startswith("**", i):
-                out.append(".*")
+                out.append("[\\s\\S]*")
                 while i + 1 < len(glob) and glob[i + 1] == "*":
                     i += 1
             else:
@@ -92,9 +93,9 @@ def _escape(char: str) -> str:
 
 def _resolve_glob(glob: str, base_url: str | None) -> str:
     """Make a glob absolute against ``base_url`` and normalise its scheme and empty path."""
-    if not _SCHEME.match(glob) and not glob.startswith("*") and base_url:
+    if not _SCHEME.match(glob) and not _WILD_SCHEME.match(glob) and not glob.startswith("*") and base_url:
         # Protect the wildcards from URL resolution, which would percent-encode or fold them.
-        marks = {"*": "\x00", "{": "\x01", "}": "\x02", ",": "\x03"}
+        marks = {"*": "\ue000", "{": "\ue001", "}": "\ue002", ",": "\ue003"}
         protected = "".join(marks.get(c, c) for c in glob)
         resolved = urljoin(to_websocket_url(base_url), protected)
         reverse = {v: k for k, v in marks.items()}
@@ -130,6 +131,8 @@ class UrlMatcher:
             source = glob_to_regex_source(_resolve_glob(pattern, base_url))
             return cls(pattern, re.compile(source), None, (source, ""))
         if isinstance(pattern, re.Pattern):
+            if not isinstance(pattern.pattern, str):
+                raise UsageError("a route URL regular expression must be a str pattern, not bytes")
             js = _portable_regex(pattern)
             return cls(pattern, pattern, None, js)
         if callable(pattern):
@@ -145,7 +148,7 @@ class UrlMatcher:
             return bool(self._predicate(url))
         assert self._regex is not None
         if isinstance(self.pattern, str):
-            return self._regex.match(url) is not None
+            return self._regex.fullmatch(url) is not None
         return self._regex.search(url) is not None
 
     def page_filter(self) -> tuple[str, str] | None:
@@ -176,11 +179,17 @@ def _portable_regex(pattern: re.Pattern[str]) -> tuple[str, str] | None:
             i += 2
             continue
         if char == "[":
+            if source.startswith(("[]", "[^]"), i):
+                return None
             end = source.find("]", i + 2)
             if end < 0 or "\\" in source[i:end] or "[" in source[i + 1 : end]:
                 return None
             i = end + 1
             continue
+        if char == "{" and source.startswith(",", i + 1):
+            return None
+        if char in "*+?}" and source.startswith("+", i + 1):
+            return None  # possessive (a SyntaxError in JavaScript), or x}+ (conservatively)
         if char == "(" and source.startswith("?", i + 1) and source[i + 2 : i + 3] not in (":", "=", "!"):
             return None
         i += 1

@@ -318,9 +318,10 @@ class RouteState:
             if self.close_handler[Side.PAGE]:
                 actions.append(CallCloseHandler(Side.PAGE, None, None))
         if self.server in (SideState.CONNECTING, SideState.OPEN, SideState.CLOSING):
+            if self.server is not SideState.CLOSING:  # a closing upstream has had its one close
+                actions.append(ServerClose(1001, ""))
             self.server = SideState.CLOSED
             self._to_server.clear()
-            actions.append(ServerClose(1001, ""))
             if self.close_handler[Side.SERVER]:
                 actions.append(CallCloseHandler(Side.SERVER, None, None))
         return actions
