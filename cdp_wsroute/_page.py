@@ -802,7 +802,10 @@ class Page(EventEmitter):
             session.connection.send_nowait("Runtime.runIfWaitingForDebugger", None, session.session_id)
 
     def _on_child_detached(self, params: JSON) -> None:
-        self._sessions.pop(params.get("sessionId"), None)
+        session_id = params.get("sessionId")
+        self._sessions.pop(session_id, None)
+        if self._tunnel is not None and isinstance(session_id, str):
+            self._tunnel.session_gone(session_id)
 
     def _on_target_closed(self, reason: str | None = None) -> None:
         if self._closed:

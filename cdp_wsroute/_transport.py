@@ -81,7 +81,8 @@ class PipeTransport:
         while True:
             end = buffer.find(b"\0", self._start + self._scanned)
             if end >= 0:
-                message = bytes(buffer[self._start : end])
+                with memoryview(buffer) as view:  # one copy, not slice-then-copy
+                    message = view[self._start : end].tobytes()
                 self._start = end + 1
                 self._scanned = 0
                 if self._start == len(buffer):

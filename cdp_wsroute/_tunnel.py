@@ -118,8 +118,7 @@ class Tunnel:
         self._scripts[session.session_id] = ""
         session.on("Runtime.bindingCalled", lambda params: self._binding_called(session, params))
         session.on("Runtime.executionContextDestroyed", lambda params: self._context_gone(session, params))
-        session.on("Runtime.executionContextsCleared", lambda params: self._session_gone(session))
-        session.on("Inspector.detached", lambda params: self._session_gone(session))
+        session.on("Runtime.executionContextsCleared", lambda params: self.session_gone(session.session_id))
         await session.send("Runtime.addBinding", {"name": self.binding})
         result = await session.send(
             "Page.addScriptToEvaluateOnNewDocument", {"source": self._source(), "runImmediately": True}
@@ -221,8 +220,9 @@ class Tunnel:
         if document is not None:
             self._close_document(document)
 
-    def _session_gone(self, session: CDPSession) -> None:
-        for key in [key for key in self._documents if key[0] == session.session_id]:
+    def session_gone(self, session_id: str | None) -> None:
+        """Every document of a session (an OOPIF that detached, or contexts cleared) is gone."""
+        for key in [key for key in self._documents if key[0] == session_id]:
             self._close_document(self._documents.pop(key))
 
     def _close_document(self, document: Document) -> None:

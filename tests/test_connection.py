@@ -528,12 +528,12 @@ async def test_leaving_the_block_fails_pending_commands_and_closes_the_transport
             await fake.next_command()
             # Leaving open_connection's block (first) must fail the caller, running in the outer
             # nursery: otherwise that nursery would wait for it forever.
-    assert call.done.is_set()
-    assert type(call.error) is ConnectionClosedError
-    assert conn.closed_event.is_set()
-    assert fake.closed
-    with pytest.raises(ConnectionClosedError):
-        await conn.root.send("After.exit")
+        assert call.done.is_set()
+        assert type(call.error) is ConnectionClosedError
+        assert conn.closed_event.is_set()
+        assert fake.closed
+        with pytest.raises(ConnectionClosedError):
+            await conn.root.send("After.exit")
 
 
 async def test_aclose_fails_pending_commands() -> None:
@@ -981,7 +981,7 @@ async def test_pipe_256_mib_message_is_received_intact() -> None:
     expected = hashlib.sha256()
     after = b'{"id":2,"result":{}}'
 
-    async with pipe_browser(deadline=100) as browser, trio.open_nursery() as nursery:
+    async with pipe_browser(deadline=60) as browser, trio.open_nursery() as nursery:
 
         async def write() -> None:
             def out(data: bytes) -> bytes:
