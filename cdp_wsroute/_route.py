@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
@@ -436,31 +437,28 @@ class _RoutedSocket:
 
     async def _run_upstream(self) -> None:
         tunnel = self.document.tunnel
+        stream: trio.abc.Stream | None = None
         with trio.CancelScope() as scope:
             self._upstream_cancel = scope
             try:
+                # trio-websocket's reader task lives in this nursery; a rejected handshake
+                # is raised from there, so failures are caught around the whole nursery.
                 async with trio.open_nursery() as nursery:
-                    try:
-                        headers = await tunnel.upstream_headers(self.document, self.url)
-                        with trio.fail_after(DEFAULT_TIMEOUT):
-                            ws = await trio_websocket.connect_websocket_url(
-                                nursery,
-                                self.url,
-                                ssl_context=_ssl_context(self.url, tunnel.ignore_https_errors),
-                                subprotocols=list(self.protocols) or None,
-                                extra_headers=headers,
-                                max_message_size=256 * 1024 * 1024,
-                                message_queue_size=64,
-                            )
-                    except (OSError, trio_websocket.HandshakeError, trio.TooSlowError, ssl.SSLError) as exc:
-                        self._upstream_failed(_describe_failure(exc), page_error=True)
-                        return
-                    try:
-                        await self._pump_upstream(ws)
-                    finally:
-                        nursery.cancel_scope.cancel(reason="upstream finished")
+                    headers = await tunnel.upstream_headers(self.document, self.url)
+                    with trio.fail_after(DEFAULT_TIMEOUT):
+                        stream = await _open_stream(self.url, tunnel.ignore_https_errors)
+                        ws = await _handshake(nursery, stream, self.url, list(self.protocols), headers)
+                    await self._pump_upstream(ws)
+                    nursery.cancel_scope.cancel(reason="upstream finished")
+            except* _CONNECT_FAILURES as group:
+                # Before the handshake completed the page sees error + 1006; after, a drop (1006 only).
+                self._upstream_failed(_describe_failure(_first_leaf(group)), page_error=not self._upstream_open)
             finally:
                 self._upstream_cancel = None
+                if stream is not None:
+                    # trio-websocket leaves the stream open when the server ends the connection.
+                    with trio.CancelScope(shield=True):
+                        await stream.aclose()
 
     async def _pump_upstream(self, ws: trio_websocket.WebSocketConnection) -> None:
         self.server_protocol = ws.subprotocol or ""
@@ -521,7 +519,104 @@ def _valid_close_code(code: object, side: Side) -> bool:
     return code == 1000 or 3000 <= code <= 4999
 
 
+class _Dropped(Exception):
+    """The server closed the TCP connection before the handshake finished."""
+
+
+_CONNECT_FAILURES = (OSError, trio_websocket.HandshakeError, trio.TooSlowError, ssl.SSLError, _Dropped)
+
+
+def _first_leaf(group: BaseExceptionGroup[Exception]) -> BaseException:
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
+class _WatchedStream(trio.abc.Stream):
+    """A stream that tells when the peer closed it: trio-websocket's client would wait forever
+    for a handshake response that cannot come."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.eof = trio.Event()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self.stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.eof.set()
+            raise
+        if not data:
+            self.eof.set()
+        return data
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def _open_stream(url: str, ignore_https_errors: bool) -> trio.abc.Stream:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    if not secure:
+        return await trio.open_tcp_stream(host, port)
+    context = _ssl_context(url, ignore_https_errors)
+    return await trio.open_ssl_over_tcp_stream(host, port, ssl_context=context, https_compatible=True)
+
+
+async def _handshake(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    url: str,
+    subprotocols: list[str],
+    headers: list[tuple[bytes, bytes]],
+) -> trio_websocket.WebSocketConnection:
+    """trio-websocket's client handshake on our own stream, failing (not hanging) if the server hangs up."""
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    watched = _WatchedStream(stream)
+    result: list[trio_websocket.WebSocketConnection] = []
+    async with trio.open_nursery() as race:
+
+        async def connect() -> None:
+            result.append(
+                await trio_websocket.wrap_client_stream(
+                    nursery,
+                    watched,  # type: ignore[arg-type]
+                    host,
+                    resource,
+                    subprotocols=subprotocols or None,
+                    extra_headers=headers,
+                    message_queue_size=64,
+                    max_message_size=256 * 1024 * 1024,
+                    receive_buffer_size=256 * 1024,
+                )
+            )
+            race.cancel_scope.cancel()
+
+        async def watch() -> None:
+            await watched.eof.wait()
+            race.cancel_scope.cancel()
+
+        race.start_soon(connect)
+        race.start_soon(watch)
+    if not result:
+        raise _Dropped("the server closed the connection during the handshake")
+    return result[0]
+
+
 def _describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, _Dropped):
+        return str(exc)
     if isinstance(exc, trio_websocket.ConnectionRejected):
         return f"the server rejected the handshake with HTTP {exc.status_code}"
     if isinstance(exc, trio.TooSlowError):

@@ -93,6 +93,8 @@ class Tunnel:
         self._filters: list[tuple[str, str]] = []
         self._ask = False
         self.rejected = 0  # malformed or forged payloads seen (for tests and diagnostics)
+        self._in_dispatch = False
+        self._busy = False
         nursery.start_soon(self._flusher, name="tunnel flusher")
 
     @property
@@ -151,6 +153,16 @@ class Tunnel:
     def _binding_called(self, session: CDPSession, params: JSON) -> None:
         if params.get("name") != self.binding:
             return
+        # What sync handlers answer goes out before the reader takes the next message, so
+        # it is on the wire ahead of any command the user's code sends after this event.
+        self._in_dispatch = True
+        try:
+            self._dispatch_batch(session, params)
+        finally:
+            self._in_dispatch = False
+            self._flush_now()
+
+    def _dispatch_batch(self, session: CDPSession, params: JSON) -> None:
         context_id = params.get("executionContextId")
         document = self._document(session, context_id)
         if document is None:
@@ -248,7 +260,23 @@ class Tunnel:
         document.outbox.append(message)
         if document not in self._dirty:
             self._dirty[document] = None
-            self._wake.set()
+            if not self._in_dispatch:
+                self._wake.set()
+
+    def _flush_now(self) -> None:
+        """Queue every pending batch on the connection at once, without waiting for answers."""
+        if not self._dirty or self._busy:
+            # While the flusher has a batch in flight it owns the order: it takes these next.
+            if self._dirty:
+                self._wake.set()
+            return
+        dirty, self._dirty = self._dirty, {}
+        for document in dirty:
+            batch, document.outbox = document.outbox, []
+            if batch and not document.gone:
+                document.session.connection.send_nowait(
+                    "Runtime.callFunctionOn", self._call(document, batch), document.session.session_id
+                )
 
     def send_to_page(self, document: Document, socket_id: int, data: str | bytes) -> None:
         self._queue(document, data_message(socket_id, data))
@@ -274,24 +302,28 @@ class Tunnel:
                 batch, document.outbox = document.outbox, []
                 if batch and not document.gone:
                     batches.append((document, batch))
-            if len(batches) == 1:
-                await self._deliver(*batches[0])
-            else:
-                async with trio.open_nursery() as nursery:
-                    for document, batch in batches:
-                        nursery.start_soon(self._deliver, document, batch)
+            self._busy = True
+            try:
+                if len(batches) == 1:
+                    await self._deliver(*batches[0])
+                else:
+                    async with trio.open_nursery() as nursery:
+                        for document, batch in batches:
+                            nursery.start_soon(self._deliver, document, batch)
+            finally:
+                self._busy = False
+
+    def _call(self, document: Document, batch: list[list[Any]]) -> JSON:
+        return {
+            "functionDeclaration": self._function,
+            "executionContextId": document.context_id,
+            "arguments": [{"value": self.token}, {"value": batch}],
+            "silent": True,
+        }
 
     async def _deliver(self, document: Document, batch: list[list[Any]]) -> None:
         try:
-            await document.session.send(
-                "Runtime.callFunctionOn",
-                {
-                    "functionDeclaration": self._function,
-                    "executionContextId": document.context_id,
-                    "arguments": [{"value": self.token}, {"value": batch}],
-                    "silent": True,
-                },
-            )
+            await document.session.send("Runtime.callFunctionOn", self._call(document, batch))
         except (ProtocolError, TargetClosedError) as exc:
             # The document went away with the batch in flight: its sockets are closing anyway.
             logger.debug("batch for %r not delivered: %s", document.frame, exc)

@@ -347,15 +347,12 @@
       } else if (op === "b") {
         deliver(state, binaryData(state, message[2]));
       } else if (op === "o") {
-        const protocol = message[2];
-        const extensions = message[3];
-        queueTask(() => {
-          if (state.readyState !== CONNECTING) return;
-          state.readyState = OPEN;
-          state.protocol = protocol;
-          state.extensions = extensions;
-          fire(state.ws, new EventCtor("open"));
-        });
+        // This call runs as a task of its own, like Chromium's DidConnect: open at once.
+        if (state.readyState !== CONNECTING) continue;
+        state.readyState = OPEN;
+        state.protocol = message[2];
+        state.extensions = message[3];
+        fire(state.ws, new EventCtor("open"));
       } else if (op === "e") {
         queueTask(() => {
           if (state.readyState === CLOSED && state.errored) return;

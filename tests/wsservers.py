@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import trio
 import trio_websocket
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 @dataclass(eq=False)
