@@ -786,6 +786,10 @@ class Page(EventEmitter):
     def _on_crashed(self, params: JSON) -> None:
         self._crashed = True
         self._close_reason = "Target crashed"
+        if self._tunnel is not None:
+            self._tunnel.close()  # every document died with the renderer
+        for waiter in list(self._waiters):
+            waiter._fail(TargetClosedError(self._close_reason))
         self._changes.notify()
         self._emit("crash", self)
 

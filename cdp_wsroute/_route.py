@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import h11
 import trio
 import trio_websocket
+import wsproto.utilities
 
 from ._errors import Error, UpstreamError, UsageError, WebSocketClosedError
 from ._events import DEFAULT_TIMEOUT
@@ -523,7 +525,17 @@ class _Dropped(Exception):
     """The server closed the TCP connection before the handshake finished."""
 
 
-_CONNECT_FAILURES = (OSError, trio_websocket.HandshakeError, trio.TooSlowError, ssl.SSLError, _Dropped)
+# What a failed connection or handshake raises; h11/wsproto raise from trio-websocket's reader
+# when a server answers with an invalid handshake (a wrong Sec-WebSocket-Accept, say).
+_CONNECT_FAILURES = (
+    OSError,
+    trio_websocket.HandshakeError,
+    trio.TooSlowError,
+    ssl.SSLError,
+    h11.ProtocolError,
+    wsproto.utilities.ProtocolError,
+    _Dropped,
+)
 
 
 def _first_leaf(group: BaseExceptionGroup[Exception]) -> BaseException:

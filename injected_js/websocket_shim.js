@@ -95,8 +95,11 @@
   const urlHash = getter(URL.prototype, "hash");
   const urlOrigin = getter(URL.prototype, "origin");
   const setUrlProtocol = uncurry(getOwnPropertyDescriptor(URL.prototype, "protocol").set);
-  const documentRef = global.document;
-  const baseURI = documentRef ? getter(Node.prototype, "baseURI") : null;
+  // `window.document` is [LegacyUnforgeable] (an own, unconfigurable accessor), and it changes
+  // when a navigation from the initial about:blank keeps the window: read it at each use.
+  const documentDescriptor = getOwnPropertyDescriptor(global, "document");
+  const currentDocument = documentDescriptor ? uncurry(documentDescriptor.get) : null;
+  const baseURI = currentDocument !== null ? getter(Node.prototype, "baseURI") : null;
   // Location members are [LegacyUnforgeable]: own properties of the instance, never patchable.
   const locationHref = global.location ? uncurry(getOwnPropertyDescriptor(global.location, "href").get) : null;
   const stringToWellFormed = uncurry(String.prototype.toWellFormed);
@@ -434,7 +437,7 @@
   }
 
   function documentBase() {
-    if (baseURI !== null) return baseURI(documentRef);
+    if (baseURI !== null) return baseURI(currentDocument(global));
     if (locationHref !== null) return locationHref(global.location);
     return undefined;
   }
@@ -727,7 +730,7 @@
   });
 
   // ---- back/forward cache: Chromium drops a page's sockets when it is frozen ----------------
-  if (documentRef) {
+  if (currentDocument !== null) {
     addEventListener(global, "pagehide", (event) => {
       if (!event.persisted) return;
       const open = statesOf(byId);
