@@ -14,8 +14,10 @@ import base64
 import binascii
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -88,6 +90,36 @@ def is_protocol_token(text: str) -> bool:
     return bool(text) and all(c in _TOKEN_CHARS for c in text)
 
 
+_HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])$")
+
+
+def check_websocket_url(url: str) -> None:
+    """Raise ValueError unless ``url`` is what a browser's URL parser makes of a WebSocket URL.
+
+    The shim only sends serialised URLs; anything else (control characters,
+    spaces, a fragment, no or a malformed host, a bad port) is a forgery, and must
+    never reach a route or a connection.
+    """
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url) or "#" in url:
+        raise ValueError("url with whitespace, control characters or a fragment")
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError("not a ws:// or wss:// url")
+    host = parts.netloc.rpartition("@")[2]
+    if host.startswith("["):
+        host = host[: host.find("]") + 1]
+    else:
+        host = host.partition(":")[0]
+    if not parts.hostname or not _HOST.match(host):
+        raise ValueError("url without a valid host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("url with an invalid port") from None
+    if port == 0:
+        raise ValueError("url with port 0")
+
+
 def _socket_id(value: Any) -> int:
     if type(value) is not int or not 0 < value <= MAX_SOCKET_ID:
         raise ValueError(f"bad socket id {value!r:.40}")
@@ -126,6 +158,7 @@ def _decode_one(item: Any) -> PageMessage:
         url = item[2]
         if not url or len(url) > MAX_URL_CHARS:
             raise ValueError("bad url")
+        check_websocket_url(url)
         protocols = item[3]
         if len(protocols) > MAX_PROTOCOLS or not all(type(p) is str and is_protocol_token(p) for p in protocols):
             raise ValueError("bad protocols")
