@@ -25,6 +25,7 @@ import h11
 import trio
 import trio_websocket
 import wsproto.utilities
+from wsproto.frame_protocol import CloseReason
 
 from ._errors import Error, UpstreamError, UsageError, WebSocketClosedError
 from ._events import DEFAULT_TIMEOUT
@@ -488,8 +489,10 @@ class _RoutedSocket:
             item = out.popleft()
             if isinstance(item, ServerClose):
                 self._closing_upstream = True
+                # wsproto sends an empty close frame only for its own NO_STATUS_RCVD member.
+                code = CloseReason.NO_STATUS_RCVD if item.code is None else item.code
                 with trio.move_on_after(_CLOSE_TIMEOUT):
-                    await ws.aclose(1005 if item.code is None else item.code, item.reason or None)
+                    await ws.aclose(code, item.reason or None)
                 # The server's own close frame, or 1006 if it never answered.
                 self._upstream_ended(ws.closed)
                 scope.cancel(reason="upstream closed")

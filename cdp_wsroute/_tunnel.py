@@ -85,7 +85,9 @@ class Tunnel:
         self.binding = "__wsr_" + secrets.token_hex(12)
         self.dispatch = "__wsr_" + secrets.token_hex(12)
         self.token = secrets.token_urlsafe(32)
-        self._function = f"function (t, b) {{ return globalThis[{json.dumps(self.dispatch)}](t, b); }}"
+        # The dispatch global by its bare name: a page can rebind `globalThis`, but it cannot
+        # shadow a non-configurable global property.
+        self._function = f"function (t, b) {{ return {self.dispatch}(t, b); }}"
         self._scripts: dict[str | None, str] = {}  # session id -> script identifier
         self._documents: dict[tuple[str | None, int], Document] = {}
         self._dirty: dict[Document, None] = {}
@@ -121,6 +123,7 @@ class Tunnel:
         session.on("Runtime.bindingCalled", lambda params: self._binding_called(session, params))
         session.on("Runtime.executionContextDestroyed", lambda params: self._context_gone(session, params))
         session.on("Runtime.executionContextsCleared", lambda params: self.session_gone(session.session_id))
+        session.on("Page.frameNavigated", lambda params: self._navigated(session, params))
         await session.send("Runtime.addBinding", {"name": self.binding})
         result = await session.send(
             "Page.addScriptToEvaluateOnNewDocument", {"source": self._source(), "runImmediately": True}
@@ -147,6 +150,39 @@ class Tunnel:
             except (ProtocolError, TargetClosedError):
                 if not session.closed:
                     raise
+
+    def _navigated(self, session: CDPSession, params: JSON) -> None:
+        frame_id = params.get("frame", {}).get("id")
+        frame = self.page._frames.get(frame_id) if isinstance(frame_id, str) else None
+        if frame is not None:
+            self.nursery.start_soon(self._verify, session, frame)
+
+    async def _verify(self, session: CDPSession, frame: Frame) -> None:
+        """Make sure a freshly navigated document has the shim and the shim its binding.
+
+        Chromium keeps the window (and its JavaScript context) when a popup navigates
+        away from its initial about:blank, and then does not always apply the binding
+        (or the new-document script) again. The shim keeps what the page sends until
+        it finds the binding; this check re-adds the binding, or the whole shim.
+        """
+        context_id = frame._context_id
+        if context_id is None or frame._session is not session or session.closed:
+            return
+        name = self.dispatch
+        config = json.dumps(["r", [list(f) for f in self._filters], self._ask])
+        probe = f"typeof {name} === 'function' ? {name}({json.dumps(self.token)}, [{config}]) : null"
+        try:
+            result = await session.send("Runtime.evaluate", {"expression": probe, "contextId": context_id})
+            state = result.get("result", {}).get("value")
+            if state is True:
+                return
+            logger.debug("%r lost its binding or shim in a navigation; adding it again", frame)
+            await session.send("Runtime.addBinding", {"name": self.binding})
+            # A shim that is there takes the binding now (and flushes what waited); else install it.
+            expression = probe if state is False else self._source()
+            await session.send("Runtime.evaluate", {"expression": expression, "contextId": context_id})
+        except (ProtocolError, TargetClosedError):
+            return  # the document is gone already
 
     # -- page -> Python ---------------------------------------------------------------------------
 

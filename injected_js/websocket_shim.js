@@ -45,9 +45,19 @@
     return;
   }
   const NativeWebSocket = global.WebSocket;
-  const binding = global[config.binding];
-  if (typeof NativeWebSocket !== "function" || typeof binding !== "function") return;
-  delete global[config.binding];
+  if (typeof NativeWebSocket !== "function") return;
+  // Chromium sometimes applies the binding after this script (a popup that keeps the
+  // window of its initial about:blank): then it is taken at the first flush that finds it,
+  // and what the page sends waits until then. Python re-adds it if it never comes.
+  let binding = null;
+  function takeBinding() {
+    const candidate = global[config.binding];
+    if (typeof candidate !== "function") return false;
+    binding = candidate;
+    delete global[config.binding];
+    return true;
+  }
+  takeBinding();
 
   // ---- captured built-ins ----------------------------------------------------
   const ReflectApply = Reflect.apply;
@@ -64,9 +74,6 @@
   const JSONStringify = JSON.stringify;
   const StringCtor = String;
   const NumberCtor = Number;
-  const MathRound = Math.round;
-  const MathFloor = Math.floor;
-  const isNaNFn = Number.isNaN;
   const MapCtor = Map;
   const mapGet = uncurry(Map.prototype.get);
   const mapSet = uncurry(Map.prototype.set);
@@ -130,6 +137,19 @@
   const MessageChannelCtor = MessageChannel;
   const postMessage = uncurry(MessagePort.prototype.postMessage);
   const consoleError = global.console ? global.console.error : null;
+  const typedLengthOf = getter(TypedArrayProto, "length");
+  const FileReaderCtor = FileReader;
+  const readAsArrayBuffer = uncurry(FileReader.prototype.readAsArrayBuffer);
+  const readerResult = getter(FileReader.prototype, "result");
+  const numberToString = uncurry(Number.prototype.toString);
+  const stringToUpperCase = uncurry(String.prototype.toUpperCase);
+  const stringSlice = uncurry(String.prototype.slice);
+  const MathTrunc = Math.trunc;
+  const isNaNFn = Number.isNaN;
+  const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+  const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+  const FunctionToString = Function.prototype.toString;
+  const nativeSources = new WeakMapCtor(); // our functions -> the source text native ones show
   const ASCII = /^[\x00-\x7f]*$/;
 
   const CONNECTING = 0;
@@ -184,6 +204,7 @@
   function flush() {
     flushScheduled = false;
     if (pending === "") return;
+    if (binding === null && !takeBinding()) return; // kept until the binding arrives
     const payload = "[" + JSONStringify(config.token) + pending + "]";
     pending = "";
     // What was handed to the binding counts as transmitted.
@@ -206,13 +227,14 @@
   }
 
   function utf8Length(text) {
-    return regexpExec(ASCII, text) !== null ? text.length : encode(textEncoder, text).length;
+    return regexpExec(ASCII, text) !== null ? text.length : typedLengthOf(encode(textEncoder, text));
   }
 
   function bytesToBase64(bytes) {
     if (toBase64 !== null) return toBase64(bytes);
     let binary = "";
-    for (let i = 0; i < bytes.length; i += 0x8000) {
+    const length = typedLengthOf(bytes);
+    for (let i = 0; i < length; i += 0x8000) {
       binary += ReflectApply(fromCharCode, null, bytes.subarray(i, i + 0x8000));
     }
     return btoaFn(binary);
@@ -268,6 +290,8 @@
       const entry = state.held[state.heldIndex++];
       if (entry[0] === "blob") {
         readBlob(state, entry[1]);
+      } else if (entry[0] === "raw") {
+        post(entry[1]);
       } else {
         post("[" + JSONStringify(entry[0]) + "," + state.id + "," + JSONStringify(entry[1]) + "]");
       }
@@ -278,22 +302,20 @@
     }
   }
 
+  // FileReader, not blob.arrayBuffer(): resolving a promise with the bytes would look up
+  // `then` on them, which a page can intercept through Object.prototype.
   function readBlob(state, blob) {
     state.blobsPending++;
-    promiseThen(
-      blobArrayBuffer(blob),
-      (buffer) => {
-        state.blobsPending--;
-        post('["b",' + state.id + "," + JSONStringify(bytesToBase64(new Uint8ArrayCtor(buffer))) + "]");
-        releaseHeld(state);
-      },
-      () => {
-        // Chromium fails the connection when it cannot read a Blob it was given.
-        state.blobsPending--;
-        post('["b",' + state.id + ',""]');
-        releaseHeld(state);
-      },
-    );
+    const reader = new FileReaderCtor();
+    addEventListener(reader, "loadend", () => {
+      state.blobsPending--;
+      const buffer = readerResult(reader);
+      // Chromium fails the connection when it cannot read a Blob; we send it empty.
+      const base64 = buffer === null ? "" : bytesToBase64(new Uint8ArrayCtor(buffer));
+      post('["b",' + state.id + "," + JSONStringify(base64) + "]");
+      releaseHeld(state);
+    });
+    readAsArrayBuffer(reader, blob);
   }
 
   // ---- Python -> page ---------------------------------------------------------------
@@ -333,13 +355,15 @@
     };
   }
 
+  // Returns whether the shim holds its binding (Python re-adds it when not).
   function dispatchFromPython(token, batch) {
-    if (token !== config.token) return;
+    if (token !== config.token) return undefined;
     for (let i = 0; i < batch.length; i++) {
       const message = batch[i];
       const op = message[0];
       if (op === "r") {
         setFilters(message[1], message[2]);
+        flush();
         continue;
       }
       const state = mapGet(byId, message[1]);
@@ -372,6 +396,7 @@
         goNative(state);
       }
     }
+    return binding !== null;
   }
 
   function closeNow(state, code, reason, wasClean) {
@@ -392,6 +417,15 @@
   // ---- native pass-through (Python declined the socket) ---------------------------------
   function goNative(state) {
     mapDelete(byId, state.id);
+    if (state.closeRequested !== null) {
+      // Closed before Python answered: what Chromium shows for a close() while connecting.
+      queueTask(() => {
+        state.readyState = CLOSED;
+        fire(state.ws, new EventCtor("error"));
+        closeNow(state, 1006, "", false);
+      });
+      return;
+    }
     if (state.readyState !== CONNECTING) return;
     let inner;
     try {
@@ -428,7 +462,6 @@
       state.readyState = CLOSED;
       fire(state.ws, new CloseEventCtor("close", { __proto__: null, code: event.code, reason: event.reason, wasClean: event.wasClean }));
     });
-    if (state.closeRequested !== null) inner.close(...state.closeRequested);
   }
 
   // ---- the constructor --------------------------------------------------------------------
@@ -474,22 +507,27 @@
     const seen = new MapCtor();
     for (let i = 0; i < protocols.length; i++) {
       const p = protocols[i];
-      if (!isToken(p)) throw syntaxError("The subprotocol '" + p + "' is invalid.");
-      if (mapHas(seen, p)) throw syntaxError("The subprotocol '" + p + "' is duplicated.");
+      if (!isToken(p)) throw syntaxError("The subprotocol '" + escapeForMessage(p) + "' is invalid.");
+      if (mapHas(seen, p)) throw syntaxError("The subprotocol '" + escapeForMessage(p) + "' is duplicated.");
       mapSet(seen, p, true);
     }
     return { __proto__: null, url: urlHref(parsed), origin: urlOrigin(parsed), protocols };
   }
 
   function isToken(text) {
-    if (text.length === 0) return false;
+    return regexpExec(TOKEN, text) !== null;
+  }
+
+  // Chromium's messages show non-ASCII as \uXXXX escapes.
+  function escapeForMessage(text) {
+    if (regexpExec(PRINTABLE_ASCII, text) !== null) return text;
+    let out = "";
     for (let i = 0; i < text.length; i++) {
       const c = stringCharCodeAt(text, i);
-      if (c < 0x21 || c > 0x7e) return false;
-      // separators of RFC 2616
-      if ('()<>@,;:\\"/[]?={}'.indexOf(fromCharCode(c)) !== -1) return false;
+      if (c >= 0x20 && c <= 0x7e) out += fromCharCode(c);
+      else out += "\\u" + stringToUpperCase(stringSlice("000" + numberToString(c, 16), -4));
     }
-    return true;
+    return out;
   }
 
   const handler = {
@@ -544,44 +582,54 @@
   // ---- WebSocket.prototype: routed objects use our state, native ones the original --------
   const proto = NativeWebSocket.prototype;
 
+  function disguise(fn, original) {
+    mapSetWeak(fn, ReflectApply(FunctionToString, original, []));
+    return fn;
+  }
+  function mapSetWeak(fn, source) {
+    weakSet(nativeSources, fn, source);
+  }
+
   function patchGetter(name, read, write) {
     const original = getOwnPropertyDescriptor(proto, name);
     const nativeGet = uncurry(original.get);
     const nativeSet = original.set ? uncurry(original.set) : null;
+    // Accessors defined the literal way get Chromium's names: "get url", "set binaryType".
+    const accessors = {
+      get [name]() {
+        const state = weakGet(states, this);
+        if (state === undefined) return nativeGet(this);
+        return read(state);
+      },
+      set [name](value) {
+        const state = weakGet(states, this);
+        if (state === undefined) return nativeSet(this, value);
+        write(state, value);
+      },
+    };
+    const defined = getOwnPropertyDescriptor(accessors, name);
     const descriptor = {
-      get: {
-        [name]() {
-          const state = weakGet(states, this);
-          if (state === undefined) return nativeGet(this);
-          return read(state);
-        },
-      }[name],
+      get: disguise(defined.get, original.get),
       enumerable: original.enumerable,
       configurable: original.configurable,
     };
-    if (nativeSet !== null) {
-      descriptor.set = {
-        [name](value) {
-          const state = weakGet(states, this);
-          if (state === undefined) return nativeSet(this, value);
-          write(state, value);
-        },
-      }[name];
-    }
+    if (nativeSet !== null) descriptor.set = disguise(defined.set, original.set);
     defineProperty(proto, name, descriptor);
   }
 
   function patchMethod(name, impl) {
     const original = getOwnPropertyDescriptor(proto, name);
-    const nativeFn = uncurry(original.value);
+    const nativeFn = original.value;
+    const fn = {
+      [name](...args) {
+        const state = weakGet(states, this);
+        if (state === undefined) return ReflectApply(nativeFn, this, args);
+        return impl(state, args);
+      },
+    }[name];
+    defineProperty(fn, "length", { value: nativeFn.length, configurable: true });
     defineProperty(proto, name, {
-      value: {
-        [name](...args) {
-          const state = weakGet(states, this);
-          if (state === undefined) return nativeFn(this, ...args);
-          return impl(state, args);
-        },
-      }[name],
+      value: disguise(fn, nativeFn),
       writable: original.writable,
       enumerable: original.enumerable,
       configurable: original.configurable,
@@ -656,7 +704,7 @@
     } else {
       const bytes = bytesOf(data);
       if (bytes !== null) {
-        size = bytes.length;
+        size = typedLengthOf(bytes);
         kind = "b";
         payload = bytesToBase64(bytes);
       } else {
@@ -690,12 +738,11 @@
   patchMethod("close", (state, args) => {
     let code = null;
     let reason = "";
-    if (args.length > 0 && args[0] !== undefined) {
-      let n = NumberCtor(args[0]);
-      if (isNaNFn(n)) n = 0;
-      n = n < 0 ? 0 : n > 65535 ? 65535 : n;
-      const floor = MathFloor(n);
-      code = n - floor === 0.5 ? (floor % 2 === 0 ? floor : floor + 1) : MathRound(n);
+    // Chromium converts the code as a [Clamp] unsigned short (NaN is 0, out of range
+    // clamps, fractions truncate), and reads it whenever a reason is given (undefined: 0).
+    if ((args.length > 0 && args[0] !== undefined) || (args.length > 1 && args[1] !== undefined)) {
+      const n = NumberCtor(args[0]);
+      code = isNaNFn(n) ? 0 : n <= 0 ? 0 : n >= 65535 ? 65535 : MathTrunc(n);
       if (code !== 1000 && (code < 3000 || code > 4999)) {
         throw new DOMExceptionCtor(
           "Failed to execute 'close' on 'WebSocket': The close code must be either 1000, or between 3000 and 4999. " + code + " is neither.",
@@ -718,33 +765,78 @@
     state.readyState = CLOSING;
     state.closeRequested = code === null ? [] : [code, reason];
     if (mapHas(byId, state.id)) {
-      post("[" + (wasConnecting ? '"k"' : '"x"') + "," + state.id + "," + (code === null ? "null" : code) + "," + JSONStringify(reason) + "]");
+      const message = "[" + (wasConnecting ? '"k"' : '"x"') + "," + state.id + "," + (code === null ? "null" : code) + "," + JSONStringify(reason) + "]";
+      if (state.blobsPending === 0 && state.heldIndex === state.held.length) post(message);
+      else {
+        // Frames sent before close() are still waiting for a Blob: the close waits behind them.
+        const entry = list();
+        entry[0] = "raw";
+        entry[1] = message;
+        state.held[state.held.length] = entry;
+      }
     }
   });
 
+  const ShimWebSocket = new Proxy(NativeWebSocket, handler);
+  mapSetWeak(ShimWebSocket, ReflectApply(FunctionToString, NativeWebSocket, []));
+  const constructorDescriptor = getOwnPropertyDescriptor(proto, "constructor");
+  defineProperty(proto, "constructor", {
+    value: ShimWebSocket,
+    writable: constructorDescriptor.writable,
+    enumerable: constructorDescriptor.enumerable,
+    configurable: constructorDescriptor.configurable,
+  });
   defineProperty(global, "WebSocket", {
-    value: new Proxy(NativeWebSocket, handler),
+    value: ShimWebSocket,
+    writable: true,
+    enumerable: false,
+    configurable: true,
+  });
+  // Function.prototype.toString shows our replacements as the native code they stand for.
+  const toStringProxy = new Proxy(FunctionToString, {
+    __proto__: null,
+    apply(target, thisArg, args) {
+      const source = weakGet(nativeSources, thisArg);
+      return source !== undefined ? source : ReflectApply(target, thisArg, args);
+    },
+  });
+  mapSetWeak(toStringProxy, ReflectApply(FunctionToString, FunctionToString, []));
+  defineProperty(Function.prototype, "toString", {
+    value: toStringProxy,
     writable: true,
     enumerable: false,
     configurable: true,
   });
 
   // ---- back/forward cache: Chromium drops a page's sockets when it is frozen ----------------
+  // Python learns at once (the route closes, the upstream gets 1001); the page sees error and
+  // close 1006 when it is shown again, as with a native socket.
   if (currentDocument !== null) {
+    const lost = list();
     addEventListener(global, "pagehide", (event) => {
       if (!event.persisted) return;
       const open = statesOf(byId);
       for (let i = 0; i < open.size; i++) {
         const state = mapGet(open, i);
         if (state.inner !== null || state.closed) continue;
+        mapDelete(byId, state.id);
         post('["l",' + state.id + "]");
+        lost[lost.length] = state;
+      }
+      flush();
+    });
+    addEventListener(global, "pageshow", (event) => {
+      if (!event.persisted) return;
+      for (let i = 0; i < lost.length; i++) {
+        const state = lost[i];
+        lost[i] = undefined;
         queueTask(() => {
           state.readyState = CLOSED;
           fire(state.ws, new EventCtor("error"));
           closeNow(state, 1006, "", false);
         });
       }
-      flush();
+      lost.length = 0;
     });
   }
   ObjectFreeze(handler);

@@ -50,10 +50,15 @@ Behaviour = Callable[[ServerConnection], Awaitable[None]]
 
 
 async def echo(conn: ServerConnection) -> None:
-    """Echo every message back."""
+    """Echo every message back; keep reading (and recording) when the peer is closing."""
     while True:
         message = await conn.ws.get_message()
-        await conn.ws.send_message(message)
+        if conn.ws.closed is not None:
+            continue  # the peer started closing: a failed send would drop what it sent before
+        try:
+            await conn.ws.send_message(message)
+        except trio_websocket.ConnectionClosed:
+            continue
 
 
 async def silent(conn: ServerConnection) -> None:
@@ -117,7 +122,11 @@ async def serve_ws(behaviour: Behaviour = echo) -> AsyncIterator[WSServer]:
     """A WebSocket server on 127.0.0.1 (port 0) running ``behaviour`` per connection."""
     async with trio.open_nursery() as nursery:
         server = WSServer(port=0, behaviour=behaviour)
-        listener = await nursery.start(trio_websocket.serve_websocket, server._handle, "127.0.0.1", 0, None)
+        listener = await nursery.start(
+            functools.partial(
+                trio_websocket.serve_websocket, server._handle, "127.0.0.1", 0, None, message_queue_size=1024
+            )
+        )
         server.port = listener.port
         try:
             yield server
