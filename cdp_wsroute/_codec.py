@@ -105,11 +105,8 @@ def check_websocket_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
         raise ValueError("not a ws:// or wss:// url")
-    host = parts.netloc.rpartition("@")[2]
-    if host.startswith("["):
-        host = host[: host.find("]") + 1]
-    else:
-        host = host.partition(":")[0]
+    netloc = parts.netloc.rpartition("@")[2]
+    host = netloc[: netloc.find("]") + 1] if netloc.startswith("[") else netloc.partition(":")[0]
     if not parts.hostname or not _HOST.match(host):
         raise ValueError("url without a valid host")
     try:
