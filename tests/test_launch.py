@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from cdp_wsroute import (
 )
 from cdp_wsroute._browsers import find_executable
 from cdp_wsroute._process import BrowserProcess
+from tests.support import closed_port
 
 pytestmark = pytest.mark.browser
 
@@ -674,13 +674,6 @@ async def test_connect_block_left_by_cancellation(devtools_browser: DevToolsBrow
         assert await browser_context_ids(browser) == contexts_before
         page = await browser.new_page()
         assert await page.evaluate("'still alive'") == "still alive"
-
-
-def closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.mark.parametrize("scheme", ["http", "ws"])

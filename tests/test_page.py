@@ -10,9 +10,8 @@ from __future__ import annotations
 import builtins
 import functools
 import math
-import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -31,6 +30,7 @@ from cdp_wsroute import (
     UsageError,
 )
 from cdp_wsroute._http import Request, Response, StaticServer
+from tests.support import closed_port, eventually
 
 pytestmark = pytest.mark.browser
 
@@ -89,22 +89,6 @@ async def gate() -> AsyncIterator[Gate]:
         result.port = listeners[0].socket.getsockname()[1]
         yield result
         nursery.cancel_scope.cancel()
-
-
-async def eventually(predicate: Callable[[], bool], what: str, timeout: float = STEP) -> None:
-    """Poll ``predicate`` (state the library updates from browser events) until true."""
-    with trio.move_on_after(timeout):
-        while not predicate():
-            await trio.sleep(0.01)
-        return
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def requests_for(server: StaticServer, path: str) -> list[Request]:

@@ -15,7 +15,6 @@ import gc
 import hashlib
 import os
 import re
-import socket
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -41,6 +40,7 @@ from cdp_wsroute import (
     launch,
 )
 from cdp_wsroute._http import StaticServer
+from tests.support import closed_port, eventually
 
 from .wsservers import RawConnection, RawServer, ServerConnection, serve_raw, serve_ws
 
@@ -80,23 +80,6 @@ Closes = list[tuple[int | None, str | None]]
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on: connecting to it is refused at once."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-async def eventually(predicate: Callable[[], bool], what: str, timeout: float = STEP) -> None:
-    """Poll state the library updates from browser events until ``predicate`` holds."""
-    with trio.move_on_after(timeout):
-        while not predicate():
-            await trio.sleep(0.01)
-        return
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def open_ws(target: Page | Frame, url: str, protocols: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import hashlib
 import html
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +29,7 @@ import trio_websocket
 from cdp_wsroute import BrowserContext, Frame, Page, WebSocketRoute
 from cdp_wsroute._http import StaticServer
 from cdp_wsroute._tunnel import Tunnel
+from tests.support import eventually
 from tests.wsservers import ServerConnection, WSServer, echo, serve_ws, silent
 
 pytestmark = pytest.mark.browser
@@ -82,14 +83,6 @@ def tunnel_of(page: Page) -> Tunnel:
     tunnel = page._tunnel
     assert tunnel is not None, "the page has no tunnel: no route was ever added"
     return tunnel
-
-
-async def poll_until(predicate: Callable[[], bool], what: str, timeout: float = STEP) -> None:
-    """Bounded polling, for the few Python-side states that have no event to wait on."""
-    with trio.move_on_after(timeout):
-        while not predicate():
-            await trio.sleep(0.01)
-    assert predicate(), f"still not true after {timeout}s: {what}"
 
 
 async def open_page(context: BrowserContext, url: str) -> Page:
@@ -2019,7 +2012,7 @@ async def test_python_rejects_forged_payloads_and_routes_stay_healthy(page: Page
             before = tunnel.rejected
             text = payload if raw else json.dumps(payload)
             await page.evaluate("([binding, text]) => { window[binding](text); }", [tunnel.binding, text])
-            await poll_until(lambda: tunnel.rejected >= before + rejections, f"{payload!r:.80} rejected")
+            await eventually(lambda: tunnel.rejected >= before + rejections, f"{payload!r:.80} rejected")
             assert tunnel.rejected == before + rejections, f"{payload!r:.80}"
 
         await forge("not json", 1, raw=True)
@@ -2067,7 +2060,7 @@ async def test_python_rejects_forged_payloads_and_routes_stay_healthy(page: Page
                 "contextId": world["executionContextId"],
             },
         )
-        await poll_until(lambda: tunnel.rejected == before + 1, "a binding call from an unknown context is rejected")
+        await eventually(lambda: tunnel.rejected == before + 1, "a binding call from an unknown context is rejected")
 
         # The route is healthy: the real socket still echoes, and closes cleanly.
         await page.evaluate("ws.send('real')")
