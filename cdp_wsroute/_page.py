@@ -42,6 +42,8 @@ __all__ = ["ConsoleMessage", "Frame", "Page"]
 WaitUntil = Literal["load", "domcontentloaded", "commit"]
 _LIFECYCLE: dict[str, str] = {"load": "load", "domcontentloaded": "DOMContentLoaded"}
 _MAX_LOADERS = 8  # lifecycle history kept per frame
+# Chromium's answers for a result returnByValue cannot carry (a window, a cycle, ...).
+_NOT_BY_VALUE = ("Object reference chain is too long", "Object couldn't be returned by value")
 
 
 async def gather(*calls: Awaitable[Any]) -> list[Any]:
@@ -186,6 +188,10 @@ class Frame:
                 return await self._evaluate_in(session, context_id, expression, argument)
             except ProtocolError as exc:
                 if not context_gone(exc):
+                    if any(text in exc.protocol_message for text in _NOT_BY_VALUE):
+                        raise UsageError(
+                            f"evaluate() returns JSON-able values; this result is not: {exc.protocol_message}"
+                        ) from exc
                     raise
                 self._page._check_open()
                 if NEVER_RAN in exc.protocol_message:

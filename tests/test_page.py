@@ -1008,3 +1008,11 @@ async def test_concurrent_pages_evaluate_independently(context: BrowserContext, 
         for i in range(20):
             nursery.start_soon(one, i)
     assert values == {i: i * i for i in range(20)}
+
+
+async def test_evaluate_of_a_result_json_cannot_carry_raises_usage_error(page: Page) -> None:
+    with pytest.raises(UsageError, match="JSON-able"):
+        await page.evaluate("window")
+    with pytest.raises(UsageError, match="JSON-able"):
+        await page.evaluate("(() => { const a = {}; a.self = a; return a; })()")
+    assert await page.evaluate("1 + 1") == 2  # the page is fine afterwards
