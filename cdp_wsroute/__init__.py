@@ -26,7 +26,9 @@ from ._events import EventInfo as EventInfo
 from ._page import ConsoleMessage as ConsoleMessage
 from ._page import Frame as Frame
 from ._page import Page as Page
+from ._route import HandshakeResponse as HandshakeResponse
 from ._route import WebSocketRoute as WebSocketRoute
+from ._route import enable_trace as enable_trace
 
 __version__ = "0.1.0"
 
@@ -41,6 +43,7 @@ __all__ = [
     "Error",
     "EventInfo",
     "Frame",
+    "HandshakeResponse",
     "JavaScriptError",
     "LaunchError",
     "NavigationError",
@@ -54,5 +57,6 @@ __all__ = [
     "WebSocketClosedError",
     "WebSocketRoute",
     "connect",
+    "enable_trace",
     "launch",
 ]

@@ -279,6 +279,7 @@ class Browser(EventEmitter):
         self._process = process
         self._version = ""
         self._user_agent = ""
+        self._accept_language: str | None = None  # as Chromium sends it; read once, from a page
         self._pages: dict[str, Page] = {}
         self._page_sessions: dict[str, Page] = {}
         self._contexts: dict[str | None, BrowserContext] = {}

@@ -16,8 +16,8 @@ import inspect
 import logging
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -27,9 +27,10 @@ import trio_websocket
 import wsproto.utilities
 from wsproto.frame_protocol import CloseReason
 
+from ._codec import check_websocket_url, is_protocol_token
 from ._errors import Error, UpstreamError, UsageError, WebSocketClosedError
 from ._events import DEFAULT_TIMEOUT
-from ._urlmatch import UrlMatcher
+from ._urlmatch import UrlMatcher, to_websocket_url
 from ._wsstate import (
     Action,
     CallCloseHandler,
@@ -46,7 +47,7 @@ from ._wsstate import (
 )
 
 if TYPE_CHECKING:
-    from ._tunnel import Document
+    from ._tunnel import Document, Tunnel
 
 __all__ = ["RouteEntry", "WebSocketRoute"]
 
@@ -99,6 +100,11 @@ class WebSocketRoute:
         """Server side: why the upstream failed, if it did."""
         return self._socket.upstream_error
 
+    @property
+    def response(self) -> HandshakeResponse | None:
+        """Server side: the server's handshake answer (also a rejection), None before it came."""
+        return self._socket.response
+
     def send(self, message: Message) -> None:
         """Send a message: to the page (page-side route) or to the server (server-side route).
 
@@ -143,16 +149,63 @@ class WebSocketRoute:
         self._socket.route_close(self._side, code, reason or "")
         await trio.lowlevel.checkpoint()
 
-    def connect_to_server(self) -> WebSocketRoute:
+    def connect_to_server(
+        self,
+        *,
+        url: str | None = None,
+        headers: Mapping[str, str | None] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        timeout: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_message_size: int | None = None,
+    ) -> WebSocketRoute:
         """Open the real connection (sync) and return the server-side route.
+
+        By default the handshake carries what the browser's own would: the page's
+        subprotocols, the document's Origin, the context's cookies for the URL, the
+        browser's User-Agent and Accept-Language, and the context's extra headers.
+
+        Args:
+            url: connect here instead of the URL the page asked for (ws:// or wss://).
+            headers: add or replace handshake headers; a value of None removes one
+                (``{"Origin": None}``).
+            subprotocols: offer these instead of the page's.
+            timeout: seconds for the opening and for the closing handshake
+                (default 30 s to open, 10 s to close).
+            ssl_context: for wss://, instead of the default (which honours the
+                context's ``ignore_https_errors``).
+            max_message_size: largest message accepted from the server (default 256 MiB);
+                a larger one fails the connection (1009).
 
         Raises:
             Error: "Already connected to the server" on a second call.
-            UsageError: called on the server-side route.
+            UsageError: called on the server-side route, or an invalid option.
         """
         if self._side is Side.SERVER:
             raise UsageError("connect_to_server() must be called on the page-side WebSocketRoute")
-        return self._socket.connect()
+        if url is not None:
+            url = to_websocket_url(url)
+            try:
+                check_websocket_url(url)
+            except ValueError as exc:
+                raise UsageError(f"connect_to_server(url=...): {exc}: {url!r}") from None
+        if subprotocols is not None and (
+            isinstance(subprotocols, str) or not all(is_protocol_token(p) for p in subprotocols)
+        ):
+            raise UsageError(f"subprotocols must be a list of protocol tokens, not {subprotocols!r}")
+        if timeout is not None and timeout <= 0:
+            raise UsageError("timeout must be positive")
+        if max_message_size is not None and max_message_size <= 0:
+            raise UsageError("max_message_size must be positive")
+        options = ConnectOptions(
+            url=url,
+            headers=dict(headers or {}),
+            subprotocols=list(subprotocols) if subprotocols is not None else None,
+            timeout=timeout,
+            ssl_context=ssl_context,
+            max_message_size=max_message_size or 256 * 1024 * 1024,
+        )
+        return self._socket.connect(options)
 
     async def receive(self, *, timeout: float | None = None) -> Message:
         """The next message from this side's peer; takes the place of ``on_message``.
@@ -172,6 +225,46 @@ class WebSocketRoute:
                 yield await self._socket.receive(self._side, 0)
             except WebSocketClosedError:
                 return
+
+
+@dataclass(frozen=True)
+class HandshakeResponse:
+    """The server's answer to the upstream handshake (``server_route.response``).
+
+    Attributes:
+        status: 101 when the server accepted, else the HTTP status it rejected with.
+        headers: the response headers, names lower-cased, in the order received.
+        subprotocol: the subprotocol the server selected, None if none.
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    subprotocol: str | None
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header (case-insensitive), None if absent."""
+        name = name.lower()
+        return next((value for key, value in self.headers if key == name), None)
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """What ``connect_to_server(...)`` may change about the upstream connection."""
+
+    url: str | None = None
+    headers: Mapping[str, str | None] = field(default_factory=dict)
+    subprotocols: Sequence[str] | None = None
+    timeout: float | None = None
+    ssl_context: ssl.SSLContext | None = None
+    max_message_size: int = 256 * 1024 * 1024
+
+    @property
+    def connect_timeout(self) -> float:
+        return DEFAULT_TIMEOUT if self.timeout is None else self.timeout
+
+    @property
+    def close_timeout(self) -> float:
+        return _CLOSE_TIMEOUT if self.timeout is None else self.timeout
 
 
 @dataclass(eq=False)
@@ -219,6 +312,9 @@ class _RoutedSocket:
         self.server_route: WebSocketRoute | None = None
         self.server_protocol: str | None = None
         self.upstream_error: UpstreamError | None = None
+        self.response: HandshakeResponse | None = None
+        self.options = ConnectOptions()
+        self.trace = _trace_for(url)
         self._route_handler = handler
         self._message_handlers: dict[Side, MessageHandler | None] = {Side.PAGE: None, Side.SERVER: None}
         self._close_handlers: dict[Side, CloseHandler | None] = {Side.PAGE: None, Side.SERVER: None}
@@ -253,7 +349,12 @@ class _RoutedSocket:
             self._execute(event())
 
     def page_message(self, data: Message) -> None:
-        self._event(lambda: self.state.page_message(data))
+        if self.trace.isEnabledFor(logging.DEBUG):
+            _trace_frame(self.trace, "page -> route", data)
+        if self._held is None:
+            self._execute(self.state.page_message(data))
+        else:
+            self._held.append(lambda: self.state.page_message(data))
 
     def page_close(self, code: int | None, reason: str, connecting: bool) -> None:
         # The page's own close is never held: its socket is CLOSING already.
@@ -283,9 +384,10 @@ class _RoutedSocket:
         if side is Side.PAGE:
             self._wake_pull(Side.PAGE, code, reason)
 
-    def connect(self) -> WebSocketRoute:
+    def connect(self, options: ConnectOptions) -> WebSocketRoute:
         if self.server_route is not None:
             raise Error("Already connected to the server")
+        self.options = options
         self.server_route = WebSocketRoute(self, Side.SERVER)
         self._execute(self.state.connect())
         return self.server_route
@@ -339,6 +441,8 @@ class _RoutedSocket:
         tunnel = self.document.tunnel
         for action in actions:
             if isinstance(action, PageSend):
+                if self.trace.isEnabledFor(logging.DEBUG):
+                    _trace_frame(self.trace, "route -> page", action.data)
                 tunnel.send_to_page(self.document, self.socket_id, action.data)
             elif isinstance(action, ServerSend):
                 self._upstream_out.append(action.data)
@@ -447,15 +551,37 @@ class _RoutedSocket:
                 # trio-websocket's reader task lives in this nursery; a rejected handshake
                 # is raised from there, so failures are caught around the whole nursery.
                 async with trio.open_nursery() as nursery:
-                    headers = await tunnel.upstream_headers(self.document, self.url)
-                    with trio.fail_after(DEFAULT_TIMEOUT):
-                        stream = await _open_stream(self.url, tunnel.ignore_https_errors)
-                        ws = await _handshake(nursery, stream, self.url, list(self.protocols), headers)
+                    options = self.options
+                    url = options.url or self.url
+                    headers = _merge_headers(await tunnel.upstream_headers(self.document, url), options.headers)
+                    subprotocols = list(self.protocols if options.subprotocols is None else options.subprotocols)
+                    if self.trace.isEnabledFor(logging.DEBUG):
+                        _trace_request(self.trace, url, subprotocols, headers)
+                    with trio.fail_after(options.connect_timeout):
+                        context = options.ssl_context or _ssl_context(url, tunnel)
+                        stream = await _open_stream(url, context)
+                        ws = await _handshake(nursery, stream, url, subprotocols, headers, options.max_message_size)
+                    self.response = HandshakeResponse(
+                        101,
+                        [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in ws.handshake_headers],
+                        ws.subprotocol,
+                    )
+                    if self.trace.isEnabledFor(logging.DEBUG):
+                        _trace_response(self.trace, self.response)
                     await self._pump_upstream(ws)
                     nursery.cancel_scope.cancel(reason="upstream finished")
             except* _CONNECT_FAILURES as group:
+                failure = _first_leaf(group)
+                if isinstance(failure, trio_websocket.ConnectionRejected):
+                    self.response = HandshakeResponse(
+                        failure.status_code,
+                        [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in failure.headers or ()],
+                        None,
+                    )
+                if self.trace.isEnabledFor(logging.DEBUG):
+                    self.trace.debug("upstream failed: %s", _describe_failure(failure))
                 # Before the handshake completed the page sees error + 1006; after, a drop (1006 only).
-                self._upstream_failed(_describe_failure(_first_leaf(group)), page_error=not self._upstream_open)
+                self._upstream_failed(_describe_failure(failure), page_error=not self._upstream_open)
             finally:
                 self._upstream_cancel = None
                 if stream is not None:
@@ -478,7 +604,12 @@ class _RoutedSocket:
                     self._upstream_ended(closed.reason)
                     nursery.cancel_scope.cancel(reason="upstream closed")
                     return
-                self._event(lambda message=message: self.state.server_message(message))  # type: ignore[misc]
+                if self.trace.isEnabledFor(logging.DEBUG):
+                    _trace_frame(self.trace, "server -> route", message)
+                if self._held is None:
+                    self._execute(self.state.server_message(message))
+                else:
+                    self._event(lambda message=message: self.state.server_message(message))  # type: ignore[misc]
 
     async def _upstream_writer(self, ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope) -> None:
         out = self._upstream_out
@@ -491,12 +622,16 @@ class _RoutedSocket:
                 self._closing_upstream = True
                 # wsproto sends an empty close frame only for its own NO_STATUS_RCVD member.
                 code = CloseReason.NO_STATUS_RCVD if item.code is None else item.code
-                with trio.move_on_after(_CLOSE_TIMEOUT):
+                if self.trace.isEnabledFor(logging.DEBUG):
+                    self.trace.debug("route -> server  close code=%s reason=%r", item.code, item.reason)
+                with trio.move_on_after(self.options.close_timeout):
                     await ws.aclose(code, item.reason or None)
                 # The server's own close frame, or 1006 if it never answered.
                 self._upstream_ended(ws.closed)
                 scope.cancel(reason="upstream closed")
                 return
+            if self.trace.isEnabledFor(logging.DEBUG):
+                _trace_frame(self.trace, "route -> server", item)
             try:
                 await ws.send_message(item)
             except trio_websocket.ConnectionClosed:
@@ -576,14 +711,13 @@ class _WatchedStream(trio.abc.Stream):
         await self.stream.aclose()
 
 
-async def _open_stream(url: str, ignore_https_errors: bool) -> trio.abc.Stream:
+async def _open_stream(url: str, context: ssl.SSLContext | None) -> trio.abc.Stream:
     parts = urlsplit(url)
     host = parts.hostname or ""
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)
     if not secure:
         return await trio.open_tcp_stream(host, port)
-    context = _ssl_context(url, ignore_https_errors)
     return await trio.open_ssl_over_tcp_stream(host, port, ssl_context=context, https_compatible=True)
 
 
@@ -593,6 +727,7 @@ async def _handshake(
     url: str,
     subprotocols: list[str],
     headers: list[tuple[bytes, bytes]],
+    max_message_size: int,
 ) -> trio_websocket.WebSocketConnection:
     """trio-websocket's client handshake on our own stream, failing (not hanging) if the server hangs up."""
     parts = urlsplit(url)
@@ -612,7 +747,7 @@ async def _handshake(
                     subprotocols=subprotocols or None,
                     extra_headers=headers,
                     message_queue_size=64,
-                    max_message_size=256 * 1024 * 1024,
+                    max_message_size=max_message_size,
                     receive_buffer_size=256 * 1024,
                 )
             )
@@ -643,11 +778,79 @@ def _describe_failure(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _ssl_context(url: str, ignore_https_errors: bool) -> ssl.SSLContext | None:
+def _ssl_context(url: str, tunnel: Tunnel) -> ssl.SSLContext | None:
     if not url.startswith("wss:"):
         return None
     context = ssl.create_default_context()
-    if ignore_https_errors:
+    if tunnel.ignore_https_errors:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _merge_headers(
+    defaults: list[tuple[bytes, bytes]], overrides: Mapping[str, str | None]
+) -> list[tuple[bytes, bytes]]:
+    """The browser-like defaults with the route's overrides applied (case-insensitive; None removes)."""
+    merged = {name.decode("latin-1").lower(): (name, value) for name, value in defaults}
+    for name, value in overrides.items():
+        if value is None:
+            merged.pop(name.lower(), None)
+        else:
+            merged[name.lower()] = (name.encode("latin-1"), value.encode("latin-1"))
+    return list(merged.values())
+
+
+# -- trace logging (off by default: see cdp_wsroute.enable_trace) ---------------------------------
+
+_TRACE = logging.getLogger("cdp_wsroute.trace")
+_SECRET_HEADERS = {b"cookie", b"authorization", b"proxy-authorization"}
+
+
+def _trace_for(url: str) -> logging.LoggerAdapter[logging.Logger]:
+    return logging.LoggerAdapter(_TRACE, {"websocket_url": url})
+
+
+def _preview(data: Message) -> str:
+    if isinstance(data, str):
+        return f"text {len(data.encode())} bytes {data[:60]!r}{'...' if len(data) > 60 else ''}"
+    return f"binary {len(data)} bytes {data[:24].hex(' ')}{' ...' if len(data) > 24 else ''}"
+
+
+def _trace_frame(trace: logging.LoggerAdapter[logging.Logger], direction: str, data: Message) -> None:
+    trace.debug("%-15s %s", direction, _preview(data))
+
+
+def _trace_request(
+    trace: logging.LoggerAdapter[logging.Logger], url: str, subprotocols: list[str], headers: list[tuple[bytes, bytes]]
+) -> None:
+    lines = [f"--- request ---\nGET {url}"]
+    if subprotocols:
+        lines.append(f"Sec-WebSocket-Protocol: {', '.join(subprotocols)}")
+    for name, value in headers:
+        shown = f"<{len(value)} bytes>" if name.lower() in _SECRET_HEADERS else value.decode("latin-1")
+        lines.append(f"{name.decode('latin-1')}: {shown}")
+    trace.debug("\n".join(lines))
+
+
+def _trace_response(trace: logging.LoggerAdapter[logging.Logger], response: HandshakeResponse) -> None:
+    lines = [f"--- response ---\nHTTP/1.1 {response.status}"]
+    lines += [f"{name}: {value}" for name, value in response.headers]
+    trace.debug("\n".join(lines))
+
+
+def enable_trace(enabled: bool = True, *, handler: logging.Handler | None = None) -> None:
+    """Log every routed upstream's handshake and frames (logger ``cdp_wsroute.trace``), like
+    websocket-client's ``enableTrace``.
+
+    Args:
+        enabled: turn tracing on (DEBUG) or off.
+        handler: where the lines go; by default a stderr handler is added once.
+    """
+    _TRACE.setLevel(logging.DEBUG if enabled else logging.NOTSET)
+    if enabled and handler is not None:
+        _TRACE.addHandler(handler)
+    elif enabled and not _TRACE.handlers:
+        stream = logging.StreamHandler()
+        stream.setFormatter(logging.Formatter("%(asctime)s %(websocket_url)s %(message)s"))
+        _TRACE.addHandler(stream)

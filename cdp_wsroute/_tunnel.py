@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 from importlib import resources
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["Document", "Tunnel", "shim_source"]
 
 logger = logging.getLogger("cdp_wsroute.tunnel")
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*$")
 
 
 @functools.cache
@@ -371,6 +373,9 @@ class Tunnel:
         browser = context._browser
         if browser.user_agent:
             headers["User-Agent"] = browser.user_agent
+        language = await self._accept_language(document)
+        if language:
+            headers["Accept-Language"] = language
         try:
             cookies = await context.cookies(url)
         except (ProtocolError, TargetClosedError):
@@ -380,6 +385,26 @@ class Tunnel:
         for name, value in context._extra_http_headers.items():
             headers[name] = value
         return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+    async def _accept_language(self, document: Document) -> str:
+        """Accept-Language as Chromium writes it from the browser's languages ("en-US,en;q=0.9")."""
+        browser = self.page._context._browser
+        if browser._accept_language is None:
+            try:
+                result = await document.session.send(
+                    "Runtime.evaluate",
+                    {"expression": "navigator.languages", "contextId": document.context_id, "returnByValue": True},
+                )
+            except (ProtocolError, TargetClosedError):
+                return ""
+            value = result.get("result", {}).get("value")
+            # Page script can redefine navigator.languages: keep only well-formed language tags.
+            tags = (
+                [t for t in value if isinstance(t, str) and _LANGUAGE_TAG.match(t)] if isinstance(value, list) else []
+            )
+            parts = [tag if i == 0 else f"{tag};q={max(10 - i, 1) / 10:.1f}" for i, tag in enumerate(tags[:10])]
+            browser._accept_language = ",".join(parts)
+        return browser._accept_language
 
     # -- failures ---------------------------------------------------------------------------------
 

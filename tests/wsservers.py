@@ -74,6 +74,7 @@ class WSServer:
     behaviour: Behaviour = echo
     changed: trio.Event = field(default_factory=trio.Event)
     reject_status: int | None = None  # answer the handshake with this HTTP status instead
+    accept_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # extra response headers
 
     def url(self, path: str = "/ws", host: str = "127.0.0.1") -> str:
         return f"ws://{host}:{self.port}{path}"
@@ -90,7 +91,7 @@ class WSServer:
             await request.reject(self.reject_status, body=b"rejected")
             return
         proposed = list(request.proposed_subprotocols)
-        ws = await request.accept(subprotocol=proposed[0] if proposed else None)
+        ws = await request.accept(subprotocol=proposed[0] if proposed else None, extra_headers=self.accept_headers)
         conn = ServerConnection(
             path=request.path,
             headers={k.decode().lower(): v.decode("latin-1") for k, v in request.headers},

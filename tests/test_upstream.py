@@ -1,0 +1,218 @@
+"""connect_to_server(...) options, the server's handshake response, and trace logging (real servers)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from cdp_wsroute import BrowserContext, HandshakeResponse, Page, UsageError, WebSocketRoute, enable_trace
+from cdp_wsroute._http import StaticServer
+from tests.support import STEP, closed_port, eventually
+from tests.wsservers import ServerConnection, WSServer, serve_raw, serve_ws
+
+PAGE = """<!doctype html><script>
+window.log = [];
+window.open_ws = (url, protocols) => {
+  const ws = new WebSocket(url, protocols);
+  ws.binaryType = 'arraybuffer';
+  ws.onopen = () => log.push('open ' + ws.protocol);
+  ws.onmessage = (e) => log.push('message ' + (typeof e.data === 'string' ? e.data : e.data.byteLength));
+  ws.onerror = () => log.push('error');
+  ws.onclose = (e) => log.push('close ' + e.code + ' ' + e.wasClean);
+  window.ws = ws;
+};
+</script>"""
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[WSServer]:
+    async with serve_ws() as ws_server:
+        yield ws_server
+
+
+async def open_page(page: Page, server: StaticServer) -> Page:
+    server.route("/", PAGE)
+    await page.goto(server.url("/"))
+    return page
+
+
+async def wait_log(page: Page, *entries: str) -> list[str]:
+    with trio.fail_after(STEP):
+        result: list[str] = await page.wait_for_function(
+            "(want) => want.every((w) => log.includes(w)) && log", list(entries)
+        )
+    return result
+
+
+async def test_url_option_connects_elsewhere(page: Page, server: StaticServer, upstream: WSServer) -> None:
+    await open_page(page, server)
+    await page.route_web_socket("**/nowhere", lambda route: route.connect_to_server(url=upstream.url("/elsewhere")))
+    await page.evaluate("(url) => open_ws(url)", f"ws://127.0.0.1:{closed_port()}/nowhere")
+    await wait_log(page, "open ")
+    await page.evaluate("ws.send('hi')")
+    assert await wait_log(page, "message hi") == ["open ", "message hi"]
+    assert (await upstream.next_connection()).path == "/elsewhere"
+
+
+async def test_headers_option_adds_replaces_and_removes(
+    context: BrowserContext, server: StaticServer, upstream: WSServer
+) -> None:
+    page = await open_page(await context.new_page(), server)
+    await context.add_cookies([{"name": "session", "value": "s1", "url": upstream.url("/").replace("ws:", "http:")}])
+
+    def handler(route: WebSocketRoute) -> None:
+        route.connect_to_server(headers={"origin": None, "X-Test": "1", "user-agent": "custom agent"})
+
+    await page.route_web_socket("**/ws", handler)
+    await page.evaluate("(url) => open_ws(url)", upstream.url("/ws"))
+    headers = (await upstream.next_connection()).headers
+    assert "origin" not in headers
+    assert headers["x-test"] == "1"
+    assert headers["user-agent"] == "custom agent"
+    assert headers["cookie"] == "session=s1"  # defaults not overridden stay
+
+
+async def test_subprotocols_option_and_the_handshake_response(
+    page: Page, server: StaticServer, upstream: WSServer
+) -> None:
+    upstream.accept_headers = [(b"X-Server", b"yes")]
+    await open_page(page, server)
+    routes: list[WebSocketRoute] = []
+
+    def handler(route: WebSocketRoute) -> None:
+        routes.append(route.connect_to_server(subprotocols=["v2", "v1"]))
+
+    await page.route_web_socket("**/ws", handler)
+    await page.evaluate("(url) => open_ws(url, ['chat'])", upstream.url("/ws"))
+    assert (await upstream.next_connection()).subprotocols == ["v2", "v1"]
+    await wait_log(page, "open v2")  # the page sees what the server selected
+    response = routes[0].response
+    assert isinstance(response, HandshakeResponse)
+    assert (response.status, response.subprotocol, response.header("x-server")) == (101, "v2", "yes")
+    assert routes[0].protocol == "v2"
+    assert routes[0].protocols() == ["chat"]  # what the page asked for
+
+
+async def test_accept_language_matches_the_browser(page: Page, server: StaticServer, upstream: WSServer) -> None:
+    await open_page(page, server)
+    await page.evaluate("(url) => open_ws(url)", upstream.url("/native"))
+    native = await upstream.next_connection(0)
+    await page.route_web_socket("**/routed", lambda route: route.connect_to_server())
+    await page.evaluate("(url) => open_ws(url)", upstream.url("/routed"))
+    routed = await upstream.next_connection(1)
+    assert native.headers["accept-language"]
+    assert routed.headers["accept-language"] == native.headers["accept-language"]
+
+
+async def test_rejection_is_readable_on_the_server_route(page: Page, server: StaticServer, upstream: WSServer) -> None:
+    upstream.reject_status = 403
+    await open_page(page, server)
+    routes: list[WebSocketRoute] = []
+    await page.route_web_socket("**/ws", lambda route: routes.append(route.connect_to_server()))
+    await page.evaluate("(url) => open_ws(url)", upstream.url("/ws"))
+    assert await wait_log(page, "close 1006 false") == ["error", "close 1006 false"]
+    server_route = routes[0]
+    assert server_route.response is not None
+    assert server_route.response.status == 403
+    assert server_route.error is not None
+    assert "403" in str(server_route.error)
+
+
+async def test_timeout_option_fails_a_server_that_never_answers(page: Page, server: StaticServer) -> None:
+    await open_page(page, server)
+    routes: list[WebSocketRoute] = []
+    async with serve_raw() as raw:
+        await page.route_web_socket("**/ws", lambda route: routes.append(route.connect_to_server(timeout=0.5)))
+        await page.evaluate("(url) => open_ws(url)", raw.url("/ws"))
+        await raw.next_connection()  # the handshake request arrived, and is never answered
+        assert await wait_log(page, "close 1006 false") == ["error", "close 1006 false"]
+    assert routes[0].error is not None
+    assert "in time" in str(routes[0].error)
+
+
+async def test_max_message_size_option(page: Page, server: StaticServer) -> None:
+    async def big(conn: ServerConnection) -> None:
+        await conn.ws.send_message(b"x" * 2048)
+        await trio.sleep_forever()
+
+    await open_page(page, server)
+    routes: list[WebSocketRoute] = []
+    async with serve_ws(big) as ws_server:
+        await page.route_web_socket(
+            "**/ws", lambda route: routes.append(route.connect_to_server(max_message_size=1024))
+        )
+        await page.evaluate("(url) => open_ws(url)", ws_server.url("/ws"))
+        # Too big for the limit: the connection fails like one that sent an invalid frame.
+        assert await wait_log(page, "close 1006 false") == ["open ", "error", "close 1006 false"]
+    assert routes[0].error is not None
+    assert "1009" in str(routes[0].error)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"url": "ftp://x/"}, "ws://"),
+        ({"url": "ws://exa mple/"}, "url"),
+        ({"subprotocols": "chat"}, "subprotocols"),
+        ({"subprotocols": ["bad token"]}, "subprotocols"),
+        ({"timeout": 0}, "timeout"),
+        ({"max_message_size": -1}, "max_message_size"),
+    ],
+)
+async def test_invalid_options_raise_usage_error(
+    page: Page, server: StaticServer, upstream: WSServer, options: dict[str, object], message: str
+) -> None:
+    await open_page(page, server)
+    errors: list[Exception] = []
+
+    def handler(route: WebSocketRoute) -> None:
+        try:
+            route.connect_to_server(**options)  # type: ignore[arg-type]
+        except UsageError as exc:
+            errors.append(exc)
+
+    await page.route_web_socket("**/ws", handler)
+    await page.evaluate("(url) => open_ws(url)", upstream.url("/ws"))
+    await eventually(lambda: bool(errors), "the handler to run")
+    assert message in str(errors[0])
+    await wait_log(page, "open ")  # not connected: the socket is mocked and opens
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.websocket_url} {record.getMessage()}")  # type: ignore[attr-defined]
+
+
+async def test_trace_logs_handshake_and_frames(
+    context: BrowserContext, server: StaticServer, upstream: WSServer
+) -> None:
+    page = await open_page(await context.new_page(), server)
+    await context.add_cookies([{"name": "secret", "value": "v" * 10, "url": upstream.url("/").replace("ws:", "http:")}])
+    lines = Lines()
+    enable_trace(handler=lines)
+    try:
+        await page.route_web_socket("**/ws", lambda route: route.connect_to_server())
+        await page.evaluate("(url) => open_ws(url)", upstream.url("/ws"))
+        await wait_log(page, "open ")
+        await page.evaluate("ws.send('hello'); ws.send(new Uint8Array([1, 2, 3]))")
+        await wait_log(page, "message hello", "message 3")
+    finally:
+        enable_trace(False)
+        logging.getLogger("cdp_wsroute.trace").removeHandler(lines)
+    text = "\n".join(lines.lines)
+    assert f"GET {upstream.url('/ws')}" in text
+    assert "Cookie: <" in text
+    assert "v" * 10 not in text
+    assert "HTTP/1.1 101" in text
+    for direction in ("page -> route", "route -> server", "server -> route", "route -> page"):
+        assert f"{direction}" in text, direction
+    assert "text 5 bytes 'hello'" in text
+    assert "binary 3 bytes 01 02 03" in text
+    assert all(line.startswith(upstream.url("/ws")) for line in lines.lines)
