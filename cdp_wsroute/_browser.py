@@ -47,8 +47,10 @@ class BrowserContext(EventEmitter):
         base_url: str | None = None,
         ignore_https_errors: bool = False,
         extra_http_headers: dict[str, str] | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(browser._nursery)
+        self._ca_file = os.fspath(ca_file) if ca_file is not None else None
         self._browser = browser
         self._id = context_id
         self._owned = owned
@@ -327,9 +329,22 @@ class Browser(EventEmitter):
         base_url: str | None = None,
         ignore_https_errors: bool = False,
         extra_http_headers: dict[str, str] | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> BrowserContext:
-        """Create an isolated context (its own cookies, storage and cache)."""
+        """Create an isolated context (its own cookies, storage and cache).
+
+        Args:
+            base_url: what relative ``goto`` URLs and route globs resolve against.
+            ignore_https_errors: accept invalid certificates, in the pages and for the
+                upstream wss:// connections of routed sockets.
+            extra_http_headers: sent with every request of the context's pages, and with
+                routed sockets' upstream handshakes.
+            ca_file: a PEM bundle of extra certificate authorities trusted for routed
+                sockets' upstream wss:// connections (the browser keeps its own store).
+        """
         self._check_connected()
+        if ca_file is not None and not await trio.Path(ca_file).is_file():
+            raise UsageError(f"ca_file {os.fspath(ca_file)!r} is not a file")
         if extra_http_headers and any(not isinstance(v, str) for v in extra_http_headers.values()):
             raise UsageError("extra HTTP header values must be strings")
         result = await self._root.send("Target.createBrowserContext", {"disposeOnDetach": True})
@@ -341,6 +356,7 @@ class Browser(EventEmitter):
             base_url=base_url,
             ignore_https_errors=ignore_https_errors,
             extra_http_headers=extra_http_headers,
+            ca_file=ca_file,
         )
         self._contexts[context_id] = context
         return context
@@ -351,10 +367,14 @@ class Browser(EventEmitter):
         base_url: str | None = None,
         ignore_https_errors: bool = False,
         extra_http_headers: dict[str, str] | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> Page:
-        """A page in a new context of its own; closing the page closes that context."""
+        """A page in a new context of its own (same options); closing the page closes that context."""
         context = await self.new_context(
-            base_url=base_url, ignore_https_errors=ignore_https_errors, extra_http_headers=extra_http_headers
+            base_url=base_url,
+            ignore_https_errors=ignore_https_errors,
+            extra_http_headers=extra_http_headers,
+            ca_file=ca_file,
         )
         page = await context.new_page()
         context._owner_page = page

@@ -158,6 +158,8 @@ class WebSocketRoute:
         timeout: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_message_size: int | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
     ) -> WebSocketRoute:
         """Open the real connection (sync) and return the server-side route.
 
@@ -176,6 +178,11 @@ class WebSocketRoute:
                 context's ``ignore_https_errors``).
             max_message_size: largest message accepted from the server (default 256 MiB);
                 a larger one fails the connection (1009).
+            ping_interval: send a ping this often (seconds; default: never). Pings from
+                the server are always answered.
+            ping_timeout: a pong must come within this many seconds (default: the
+                interval), else the upstream counts as dead: it is dropped and the page
+                sees a network failure (error, then close 1006).
 
         Raises:
             Error: "Already connected to the server" on a second call.
@@ -197,6 +204,10 @@ class WebSocketRoute:
             raise UsageError("timeout must be positive")
         if max_message_size is not None and max_message_size <= 0:
             raise UsageError("max_message_size must be positive")
+        if ping_interval is not None and ping_interval <= 0:
+            raise UsageError("ping_interval must be positive")
+        if ping_timeout is not None and ping_timeout <= 0:
+            raise UsageError("ping_timeout must be positive")
         options = ConnectOptions(
             url=url,
             headers=dict(headers or {}),
@@ -204,6 +215,8 @@ class WebSocketRoute:
             timeout=timeout,
             ssl_context=ssl_context,
             max_message_size=max_message_size or 256 * 1024 * 1024,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
         )
         return self._socket.connect(options)
 
@@ -257,6 +270,8 @@ class ConnectOptions:
     timeout: float | None = None
     ssl_context: ssl.SSLContext | None = None
     max_message_size: int = 256 * 1024 * 1024
+    ping_interval: float | None = None
+    ping_timeout: float | None = None
 
     @property
     def connect_timeout(self) -> float:
@@ -595,6 +610,8 @@ class _RoutedSocket:
         self._execute(self.state.server_opened(self.server_protocol, ""))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._upstream_writer, ws, nursery.cancel_scope)
+            if self.options.ping_interval is not None:
+                nursery.start_soon(self._keepalive, ws, nursery.cancel_scope)
             while True:
                 try:
                     message = await ws.get_message()
@@ -636,6 +653,24 @@ class _RoutedSocket:
                 await ws.send_message(item)
             except trio_websocket.ConnectionClosed:
                 return  # the reader reports why
+
+    async def _keepalive(self, ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope) -> None:
+        interval = self.options.ping_interval
+        assert interval is not None
+        timeout = self.options.ping_timeout or interval
+        while True:
+            await trio.sleep(interval)
+            with trio.move_on_after(timeout) as wait:
+                try:
+                    await ws.ping()
+                except trio_websocket.ConnectionClosed:
+                    return  # the reader reports why
+            if wait.cancelled_caught:
+                if self.trace.isEnabledFor(logging.DEBUG):
+                    self.trace.debug("no pong within %ss: dropping the upstream", timeout)
+                self._upstream_failed(f"the server did not answer a ping within {timeout}s", page_error=True)
+                scope.cancel(reason="keepalive timed out")
+                return
 
     def _upstream_ended(self, reason: trio_websocket.CloseReason | None) -> None:
         code = reason.code if reason is not None else 1006
@@ -692,7 +727,11 @@ class _WatchedStream(trio.abc.Stream):
         self.eof = trio.Event()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.stream.send_all(data)
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.eof.set()  # trio-websocket's reader stops here and would never report it
+            raise
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.stream.wait_send_all_might_not_block()
@@ -718,7 +757,16 @@ async def _open_stream(url: str, context: ssl.SSLContext | None) -> trio.abc.Str
     port = parts.port or (443 if secure else 80)
     if not secure:
         return await trio.open_tcp_stream(host, port)
-    return await trio.open_ssl_over_tcp_stream(host, port, ssl_context=context, https_compatible=True)
+    stream = await trio.open_ssl_over_tcp_stream(host, port, ssl_context=context, https_compatible=True)
+    try:
+        # Handshake now, so that a certificate error is reported as one.
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(stream)
+        if isinstance(exc.__cause__, ssl.SSLError):
+            raise exc.__cause__ from None
+        raise OSError(f"TLS connection failed: {exc}") from exc
+    return stream
 
 
 async def _handshake(
@@ -779,9 +827,14 @@ def _describe_failure(exc: BaseException) -> str:
 
 
 def _ssl_context(url: str, tunnel: Tunnel) -> ssl.SSLContext | None:
+    """The default TLS settings for an upstream: the system store, the context's CA bundle, and
+    its ``ignore_https_errors``."""
     if not url.startswith("wss:"):
         return None
     context = ssl.create_default_context()
+    ca_file = tunnel.page._context._ca_file
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
     if tunnel.ignore_https_errors:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

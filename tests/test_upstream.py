@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+import trustme
 
-from cdp_wsroute import BrowserContext, HandshakeResponse, Page, UsageError, WebSocketRoute, enable_trace
+from cdp_wsroute import Browser, BrowserContext, HandshakeResponse, Page, UsageError, WebSocketRoute, enable_trace
 from cdp_wsroute._http import StaticServer
 from tests.support import STEP, closed_port, eventually
 from tests.wsservers import ServerConnection, WSServer, serve_raw, serve_ws
@@ -216,3 +221,103 @@ async def test_trace_logs_handshake_and_frames(
     assert "text 5 bytes 'hello'" in text
     assert "binary 3 bytes 01 02 03" in text
     assert all(line.startswith(upstream.url("/ws")) for line in lines.lines)
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate_authority() -> trustme.CA:
+    return trustme.CA()
+
+
+@asynccontextmanager
+async def serve_wss(ca: trustme.CA) -> AsyncIterator[WSServer]:
+    """A wss:// echo server whose certificate only ``ca`` vouches for."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    async with serve_ws(ssl_context=context) as ws_server:
+        yield ws_server
+
+
+async def wss_log(
+    browser: Browser, server: StaticServer, url: str, **options: Any
+) -> tuple[list[str], list[WebSocketRoute]]:
+    context = await browser.new_context(**options)
+    try:
+        page = await open_page(await context.new_page(), server)
+        routes: list[WebSocketRoute] = []
+        await page.route_web_socket("**/tls", lambda route: routes.append(route.connect_to_server()))
+        await page.evaluate("(url) => open_ws(url)", url)
+        with trio.fail_after(STEP):
+            log: list[str] = await page.wait_for_function(
+                "log.some((e) => e === 'open ' || e.startsWith('close')) && log"
+            )
+        if log == ["open "]:
+            await page.evaluate("ws.send('over tls')")
+            log = await wait_log(page, "message over tls")
+        return log, routes
+    finally:
+        await context.close()
+
+
+async def test_wss_with_a_certificate_nobody_trusts_fails_like_native(
+    browser: Browser, server: StaticServer, certificate_authority: trustme.CA
+) -> None:
+    async with serve_wss(certificate_authority) as wss:
+        log, routes = await wss_log(browser, server, wss.url("/tls").replace("ws:", "wss:"))
+    assert log == ["error", "close 1006 false"]
+    assert routes[0].error is not None
+    assert "TLS" in str(routes[0].error)
+
+
+async def test_wss_trusted_through_the_context_ca_file(
+    browser: Browser, server: StaticServer, certificate_authority: trustme.CA, tmp_path: Path
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    certificate_authority.cert_pem.write_to_path(str(ca_file))
+    async with serve_wss(certificate_authority) as wss:
+        log, _ = await wss_log(browser, server, wss.url("/tls").replace("ws:", "wss:"), ca_file=ca_file)
+    assert log == ["open ", "message over tls"]
+
+
+async def test_wss_with_ignore_https_errors(
+    browser: Browser, server: StaticServer, certificate_authority: trustme.CA
+) -> None:
+    async with serve_wss(certificate_authority) as wss:
+        log, _ = await wss_log(browser, server, wss.url("/tls").replace("ws:", "wss:"), ignore_https_errors=True)
+    assert log == ["open ", "message over tls"]
+
+
+async def test_ca_file_must_exist(browser: Browser, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="ca_file"):
+        await browser.new_context(ca_file=tmp_path / "missing.pem")
+
+
+# -- keepalive ------------------------------------------------------------------------------------
+
+
+async def test_keepalive_drops_an_upstream_that_stops_answering(page: Page, server: StaticServer) -> None:
+    await open_page(page, server)
+    routes: list[WebSocketRoute] = []
+    async with serve_raw() as raw:
+        await page.route_web_socket(
+            "**/ws", lambda route: routes.append(route.connect_to_server(ping_interval=0.2, ping_timeout=0.3))
+        )
+        await page.evaluate("(url) => open_ws(url)", raw.url("/ws"))
+        connection = await raw.next_connection()
+        await connection.accept()  # then never reads: no pong will come
+        assert await wait_log(page, "close 1006 false") == ["open ", "error", "close 1006 false"]
+    assert routes[0].error is not None
+    assert "ping" in str(routes[0].error)
+
+
+async def test_keepalive_keeps_a_live_upstream(page: Page, server: StaticServer, upstream: WSServer) -> None:
+    await open_page(page, server)
+    await page.route_web_socket("**/ws", lambda route: route.connect_to_server(ping_interval=0.05))
+    await page.evaluate("(url) => open_ws(url)", upstream.url("/ws"))
+    await wait_log(page, "open ")
+    for index in range(5):  # several intervals pass while the echo goes on
+        await page.evaluate("(n) => ws.send('ping-' + n)", index)
+        await wait_log(page, f"message ping-{index}")
+    assert "close 1006 false" not in await page.evaluate("log")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -119,13 +120,15 @@ class WSServer:
 
 
 @asynccontextmanager
-async def serve_ws(behaviour: Behaviour = echo) -> AsyncIterator[WSServer]:
-    """A WebSocket server on 127.0.0.1 (port 0) running ``behaviour`` per connection."""
+async def serve_ws(
+    behaviour: Behaviour = echo, *, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[WSServer]:
+    """A WebSocket server on 127.0.0.1 (port 0) running ``behaviour`` per connection (wss with ``ssl_context``)."""
     async with trio.open_nursery() as nursery:
         server = WSServer(port=0, behaviour=behaviour)
         listener = await nursery.start(
             functools.partial(
-                trio_websocket.serve_websocket, server._handle, "127.0.0.1", 0, None, message_queue_size=1024
+                trio_websocket.serve_websocket, server._handle, "127.0.0.1", 0, ssl_context, message_queue_size=1024
             )
         )
         server.port = listener.port
