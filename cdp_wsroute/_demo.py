@@ -22,7 +22,7 @@ import trio_websocket
 
 from ._browser import launch
 from ._http import serve_http
-from ._route import WebSocketRoute
+from ._route import WebSocketRoute, enable_trace
 
 PAGE = """<!doctype html>
 <title>cdp_wsroute chat</title>
@@ -111,5 +111,7 @@ async def run_demo(out: TextIO = sys.stdout) -> None:
         servers.cancel_scope.cancel()
 
 
-def main() -> None:
+def main(*, trace: bool = False) -> None:
+    if trace:
+        enable_trace()
     trio.run(run_demo)
