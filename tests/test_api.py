@@ -75,10 +75,19 @@ KW = inspect.Parameter.KEYWORD_ONLY
 
 
 def assert_signature(func: Callable[..., Any], expected: list[tuple[str, Any, object]]) -> None:
-    """``expected``: (name, kind, default) per parameter after ``self``; ANY_DEFAULT: has some default."""
+    """``expected``: (name, kind, default) per parameter after ``self``; ANY_DEFAULT: has some default.
+
+    The API.md parameters come first, in order; what later issues add after them must be
+    keyword-only with a default, so no call written against API.md can break.
+    """
     params = list(inspect.signature(func).parameters.values())
     if params and params[0].name == "self":
         params = params[1:]
+    extensions = params[len(expected) :]
+    params = params[: len(expected)]
+    for extra in extensions:
+        assert extra.kind == KW, f"{func.__qualname__}: added parameter {extra.name} must be keyword-only"
+        assert extra.default is not REQUIRED, f"{func.__qualname__}: added parameter {extra.name} needs a default"
     assert [p.name for p in params] == [name for name, _, _ in expected], func
     for param, (name, kind, default) in zip(params, expected, strict=True):
         assert param.kind == kind, f"{func.__qualname__}: {name} should be {kind}"
