@@ -75,8 +75,8 @@ async def echo_or_close(conn: ServerConnection) -> None:
 
 
 def is_native(conn: ServerConnection) -> bool:
-    """Chromium's own handshake sends Accept-Language; the trio-websocket client Python uses does not."""
-    return "accept-language" in conn.headers
+    """Chromium's own handshake sends ``Pragma: no-cache``; Python's upstream handshake does not."""
+    return conn.headers.get("pragma") == "no-cache"
 
 
 def tunnel_of(page: Page) -> Tunnel:
