@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 import trustme
+from wsproto.frame_protocol import CloseReason
 
 from cdp_wsroute import Browser, BrowserContext, HandshakeResponse, Page, UsageError, WebSocketRoute, enable_trace
 from cdp_wsroute._http import StaticServer
@@ -321,3 +322,59 @@ async def test_keepalive_keeps_a_live_upstream(page: Page, server: StaticServer,
         await page.evaluate("(n) => ws.send('ping-' + n)", index)
         await wait_log(page, f"message ping-{index}")
     assert "close 1006 false" not in await page.evaluate("log")
+
+
+# -- close codes pass through exactly --------------------------------------------------------------
+
+SERVER_CODES = [(1000, "bye"), (1001, "going"), (1008, "policy"), (1011, "oops"), (3000, ""), (4999, "max"), (None, "")]
+
+
+@pytest.mark.parametrize(("code", "reason"), SERVER_CODES)
+async def test_server_close_codes_reach_the_page_as_natively(
+    page: Page, server: StaticServer, code: int | None, reason: str
+) -> None:
+    async def close_at_once(conn: ServerConnection) -> None:
+        await conn.ws.get_message()
+        # wsproto sends an empty close frame (no code) only for its enum member.
+        await conn.ws.aclose(CloseReason.NO_STATUS_RCVD if code is None else code, reason or None)
+
+    await open_page(page, server)
+    await page.evaluate(
+        """() => { window.closes = []; window.closing = (url) => {
+            const ws = new WebSocket(url);
+            ws.onopen = () => ws.send('close please');
+            ws.onclose = (e) => closes.push([e.code, e.reason, e.wasClean]);
+        }; }"""
+    )
+    async with serve_ws(close_at_once) as ws_server:
+        await page.evaluate("(url) => closing(url)", ws_server.url("/native"))
+        await page.route_web_socket("**/routed", lambda route: route.connect_to_server())
+        await page.evaluate("(url) => closing(url)", ws_server.url("/routed"))
+        with trio.fail_after(STEP):
+            native, routed = await page.wait_for_function("closes.length === 2 && closes")
+    assert routed == native
+    assert native == [1005 if code is None else code, reason, True]
+
+
+@pytest.mark.parametrize(("code", "reason"), [(1000, "done"), (3001, "x" * 123), (4000, "ünïcode"), (None, "")])
+async def test_page_close_codes_reach_the_server_as_natively(
+    page: Page, server: StaticServer, upstream: WSServer, code: int | None, reason: str
+) -> None:
+    await open_page(page, server)
+    await page.route_web_socket("**/routed", lambda route: route.connect_to_server())
+    args = [] if code is None else [code, reason]
+    seen = []
+    for index, path in enumerate(("/native", "/routed")):
+        await page.evaluate(
+            """([url, args]) => new Promise((resolve) => {
+                const ws = new WebSocket(url);
+                ws.onopen = () => { ws.close(...args); resolve(); };
+            })""",
+            [upstream.url(path), args],
+        )
+        conn = await upstream.next_connection(index)
+        await conn.wait_for(lambda c: c.closed is not None)
+        seen.append(conn.closed)
+    native, routed = seen
+    assert routed == native
+    assert native == ((1005, None) if code is None else (code, reason or None))
