@@ -378,3 +378,63 @@ async def test_page_close_codes_reach_the_server_as_natively(
     native, routed = seen
     assert routed == native
     assert native == ((1005, None) if code is None else (code, reason or None))
+
+
+# -- bad input from the server: what the page sees matches native ---------------------------------
+
+BAD_FRAMES = {
+    "invalid UTF-8 in a text frame": b"\x81\x02\xff\xfe",
+    "reserved opcode": b"\x83\x00",
+    "unmasked length overflow": b"\x82\x7f" + b"\xff" * 8,
+}
+
+
+@pytest.mark.parametrize("frame", list(BAD_FRAMES), ids=list(BAD_FRAMES))
+async def test_bad_frames_fail_the_socket_as_natively(page: Page, server: StaticServer, frame: str) -> None:
+    await open_page(page, server)
+    await page.evaluate(
+        """() => { window.events = {}; window.watch = (name, url) => {
+            const log = events[name] = [];
+            const ws = new WebSocket(url);
+            ws.onopen = () => log.push('open');
+            ws.onmessage = () => log.push('message');
+            ws.onerror = () => log.push('error');
+            ws.onclose = (e) => log.push('close ' + e.code + ' ' + e.wasClean);
+        }; }"""
+    )
+    routes: list[WebSocketRoute] = []
+    async with serve_raw() as raw:
+        await page.route_web_socket("**/routed", lambda route: routes.append(route.connect_to_server()))
+        for index, name in enumerate(("native", "routed")):
+            await page.evaluate("([name, url]) => watch(name, url)", [name, raw.url(f"/{name}")])
+            connection = await raw.next_connection(index)
+            await connection.accept()
+            with trio.fail_after(STEP):
+                await page.wait_for_function("(name) => events[name].includes('open')", name)
+            await connection.send_raw(BAD_FRAMES[frame])
+        with trio.fail_after(STEP):
+            logs = await page.wait_for_function(
+                "Object.values(events).every((log) => log.some((e) => e.startsWith('close'))) && events"
+            )
+    assert logs["routed"] == logs["native"]
+    assert logs["native"] == ["open", "error", "close 1006 false"]
+    assert routes[0].error is not None
+
+
+@pytest.mark.parametrize("status", [401, 404, 500])
+async def test_rejected_handshakes_look_native(page: Page, server: StaticServer, status: int) -> None:
+    await open_page(page, server)
+    routes: list[WebSocketRoute] = []
+    async with serve_ws() as ws_server:
+        ws_server.reject_status = status
+        await page.route_web_socket("**/routed", lambda route: routes.append(route.connect_to_server()))
+        await page.evaluate("(url) => open_ws(url)", ws_server.url("/native"))
+        native = await wait_log(page, "close 1006 false")
+        await page.evaluate("() => { window.log = []; }")
+        await page.evaluate("(url) => open_ws(url)", ws_server.url("/routed"))
+        routed = await wait_log(page, "close 1006 false")
+    assert routed == native == ["error", "close 1006 false"]
+    response = routes[0].response
+    assert response is not None
+    assert response.status == status
+    assert str(status) in str(routes[0].error)
