@@ -26,6 +26,7 @@ from ._errors import ConnectionClosedError, LaunchError, ProtocolError, TargetCl
 from ._events import DEFAULT_TIMEOUT, Changes, EventEmitter, deadline, open_service_nursery
 from ._page import Page, _same_route, gather
 from ._process import BrowserProcess
+from ._proxy import ProxySettings
 from ._route import RouteEntry, RouteHandler
 from ._transport import WebSocketTransport
 from ._urlmatch import UrlMatcher, UrlPattern
@@ -48,9 +49,11 @@ class BrowserContext(EventEmitter):
         ignore_https_errors: bool = False,
         extra_http_headers: dict[str, str] | None = None,
         ca_file: str | os.PathLike[str] | None = None,
+        proxy: ProxySettings | None = None,
     ) -> None:
         super().__init__(browser._nursery)
         self._ca_file = os.fspath(ca_file) if ca_file is not None else None
+        self._proxy = proxy
         self._browser = browser
         self._id = context_id
         self._owned = owned
@@ -330,6 +333,7 @@ class Browser(EventEmitter):
         ignore_https_errors: bool = False,
         extra_http_headers: dict[str, str] | None = None,
         ca_file: str | os.PathLike[str] | None = None,
+        proxy: dict[str, Any] | None = None,
     ) -> BrowserContext:
         """Create an isolated context (its own cookies, storage and cache).
 
@@ -341,13 +345,25 @@ class Browser(EventEmitter):
                 routed sockets' upstream handshakes.
             ca_file: a PEM bundle of extra certificate authorities trusted for routed
                 sockets' upstream wss:// connections (the browser keeps its own store).
+            proxy: ``{"server": "http://host:port" | "socks5://host:port", "bypass": "a.com,.b.com",
+                "username": ..., "password": ...}``: the pages' traffic and routed sockets'
+                upstreams both go through it. As in Chromium, loopback hosts bypass it unless
+                ``bypass`` contains ``<-loopback>``. Credentials are used by the upstreams (HTTP
+                basic auth or SOCKS5 user/password); the browser's own requests do not answer
+                proxy authentication challenges.
         """
         self._check_connected()
         if ca_file is not None and not await trio.Path(ca_file).is_file():
             raise UsageError(f"ca_file {os.fspath(ca_file)!r} is not a file")
         if extra_http_headers and any(not isinstance(v, str) for v in extra_http_headers.values()):
             raise UsageError("extra HTTP header values must be strings")
-        result = await self._root.send("Target.createBrowserContext", {"disposeOnDetach": True})
+        settings = ProxySettings.parse(proxy) if proxy is not None else None
+        params: JSON = {"disposeOnDetach": True}
+        if settings is not None:
+            params["proxyServer"] = settings.chromium_server
+            if settings.chromium_bypass:
+                params["proxyBypassList"] = settings.chromium_bypass
+        result = await self._root.send("Target.createBrowserContext", params)
         context_id = result["browserContextId"]
         context = BrowserContext(
             self,
@@ -357,6 +373,7 @@ class Browser(EventEmitter):
             ignore_https_errors=ignore_https_errors,
             extra_http_headers=extra_http_headers,
             ca_file=ca_file,
+            proxy=settings,
         )
         self._contexts[context_id] = context
         return context
@@ -368,6 +385,7 @@ class Browser(EventEmitter):
         ignore_https_errors: bool = False,
         extra_http_headers: dict[str, str] | None = None,
         ca_file: str | os.PathLike[str] | None = None,
+        proxy: dict[str, Any] | None = None,
     ) -> Page:
         """A page in a new context of its own (same options); closing the page closes that context."""
         context = await self.new_context(
@@ -375,6 +393,7 @@ class Browser(EventEmitter):
             ignore_https_errors=ignore_https_errors,
             extra_http_headers=extra_http_headers,
             ca_file=ca_file,
+            proxy=proxy,
         )
         page = await context.new_page()
         context._owner_page = page

@@ -30,6 +30,7 @@ from wsproto.frame_protocol import CloseReason
 from ._codec import check_websocket_url, is_protocol_token
 from ._errors import Error, UpstreamError, UsageError, WebSocketClosedError
 from ._events import DEFAULT_TIMEOUT
+from ._proxy import ProxySettings, open_via_proxy
 from ._urlmatch import UrlMatcher, to_websocket_url
 from ._wsstate import (
     Action,
@@ -574,7 +575,7 @@ class _RoutedSocket:
                         _trace_request(self.trace, url, subprotocols, headers)
                     with trio.fail_after(options.connect_timeout):
                         context = options.ssl_context or _ssl_context(url, tunnel)
-                        stream = await _open_stream(url, context)
+                        stream = await _open_stream(url, context, tunnel.page._context._proxy)
                         ws = await _handshake(nursery, stream, url, subprotocols, headers, options.max_message_size)
                     self.response = HandshakeResponse(
                         101,
@@ -750,14 +751,19 @@ class _WatchedStream(trio.abc.Stream):
         await self.stream.aclose()
 
 
-async def _open_stream(url: str, context: ssl.SSLContext | None) -> trio.abc.Stream:
+async def _open_stream(url: str, context: ssl.SSLContext | None, proxy: ProxySettings | None) -> trio.abc.Stream:
     parts = urlsplit(url)
     host = parts.hostname or ""
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)
+    tcp: trio.abc.Stream
+    if proxy is not None and proxy.applies_to(host):
+        tcp = await open_via_proxy(proxy, host, port)
+    else:
+        tcp = await trio.open_tcp_stream(host, port)
     if not secure:
-        return await trio.open_tcp_stream(host, port)
-    stream = await trio.open_ssl_over_tcp_stream(host, port, ssl_context=context, https_compatible=True)
+        return tcp
+    stream = trio.SSLStream(tcp, context or ssl.create_default_context(), server_hostname=host, https_compatible=True)
     try:
         # Handshake now, so that a certificate error is reported as one.
         await stream.do_handshake()
