@@ -40,6 +40,7 @@ from ._codec import (
     passthrough_message,
 )
 from ._connection import JSON, CDPSession
+from ._cookies import handshake_cookies, site_of
 from ._errors import ProtocolError, TargetClosedError
 from ._route import _RoutedSocket
 
@@ -53,6 +54,17 @@ _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*$")
 
 
 @functools.cache
+def _site_for_cookies(frame: Frame) -> tuple[str, str] | None:
+    """The top-level site, if the frame and all its ancestors are same-site with it (else None)."""
+    chain = []
+    current: Frame | None = frame
+    while current is not None:
+        chain.append(current)
+        current = current.parent_frame
+    top = site_of(chain[-1].url)
+    return top if all(site_of(f.url) == top for f in chain) else None
+
+
 def shim_source() -> str:
     """The shim's function expression (shipped in the wheel; read from the checkout in development)."""
     packaged = resources.files("cdp_wsroute").joinpath("injected_js/websocket_shim.js")
@@ -380,6 +392,7 @@ class Tunnel:
             cookies = await context.cookies(url)
         except (ProtocolError, TargetClosedError):
             cookies = []
+        cookies = handshake_cookies(cookies, url, _site_for_cookies(document.frame))
         if cookies:
             headers["Cookie"] = "; ".join(f"{c['name']}={c['value']}" for c in cookies)
         for name, value in context._extra_http_headers.items():

@@ -438,3 +438,51 @@ async def test_rejected_handshakes_look_native(page: Page, server: StaticServer,
     assert response is not None
     assert response.status == status
     assert str(status) in str(routes[0].error)
+
+
+# -- SameSite: the cookies a handshake carries, as natively ------------------------------------------
+
+COOKIE_PAGE = """<!doctype html><script>
+window.done = [];
+window.open_as = (url) => {
+  const ws = new WebSocket(url);
+  ws.onopen = () => { done.push(url); ws.close(); };
+  ws.onerror = () => done.push(url);
+};
+</script>"""
+
+
+@pytest.mark.parametrize("where", ["same-site page", "cross-site page", "same-site iframe in a cross-site page"])
+async def test_handshake_cookies_follow_samesite_as_natively(
+    context: BrowserContext, server: StaticServer, other_server: StaticServer, upstream: WSServer, where: str
+) -> None:
+    cookie_url = upstream.url("/").replace("ws:", "http:")
+    await context.add_cookies(
+        [
+            {"name": "strict", "value": "1", "url": cookie_url, "sameSite": "Strict"},
+            {"name": "lax", "value": "1", "url": cookie_url, "sameSite": "Lax"},
+            {"name": "unspecified", "value": "1", "url": cookie_url},
+        ]
+    )
+    server.route("/cookies", COOKIE_PAGE)
+    other_server.route("/cookies", COOKIE_PAGE)
+    page = await context.new_page()
+    if where == "same-site page":
+        await page.goto(server.url("/cookies"))
+        frame = page.main_frame
+    elif where == "cross-site page":
+        await page.goto(other_server.url("/cookies"))
+        frame = page.main_frame
+    else:
+        other_server.route("/outer", f'<iframe src="{server.url("/cookies")}"></iframe>')
+        await page.goto(other_server.url("/outer"))
+        frame = page.frames[1]
+        await frame.wait_for_function("typeof open_as === 'function'")
+    await page.route_web_socket("**/routed", lambda route: route.connect_to_server())
+    for index, path in enumerate(("/native", "/routed")):
+        await frame.evaluate("(url) => open_as(url)", upstream.url(path))
+        await upstream.next_connection(index)
+    native, routed = (conn.headers.get("cookie", "") for conn in upstream.connections)
+    assert sorted(routed.split("; ")) == sorted(native.split("; "))
+    expected = "lax=1; strict=1; unspecified=1" if where == "same-site page" else ""
+    assert "; ".join(sorted(filter(None, native.split("; ")))) == expected
