@@ -43,7 +43,8 @@ from cdp_wsroute import (
 )
 from cdp_wsroute._browsers import find_executable
 from cdp_wsroute._process import BrowserProcess
-from tests.support import closed_port
+from cdp_wsroute._pytest_plugin import _read_port_file
+from tests.support import closed_port, eventually
 
 pytestmark = pytest.mark.browser
 
@@ -546,19 +547,17 @@ async def devtools_browser() -> AsyncIterator[DevToolsBrowser]:
     process = BrowserProcess.spawn(find_executable(), args=("--remote-debugging-port=0",))
     try:
         port_file = process.user_data_dir / "DevToolsActivePort"
+
+        def written() -> bool:
+            assert process.poll() is None, f"Chromium exited:\n{process.stderr_tail()}"
+            return _read_port_file(port_file) is not None
+
         # Polling is unavoidable: Chromium writes the file and tells nobody.
-        with trio.fail_after(30):
-            while True:
-                assert process.poll() is None, f"Chromium exited:\n{process.stderr_tail()}"
-                try:
-                    lines = port_file.read_text().splitlines()
-                except OSError:
-                    lines = []
-                if len(lines) >= 2 and lines[0].isdigit():
-                    break
-                await trio.sleep(0.01)
-        port = int(lines[0])
-        yield DevToolsBrowser(process, port, f"ws://127.0.0.1:{port}{lines[1]}")
+        await eventually(written, "Chromium's DevToolsActivePort file", timeout=30)
+        endpoint = _read_port_file(port_file)
+        assert endpoint is not None
+        port = int(endpoint.rsplit(":", 1)[1].split("/", 1)[0])
+        yield DevToolsBrowser(process, port, endpoint)
     finally:
         process.cleanup()
 

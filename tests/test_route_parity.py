@@ -425,58 +425,12 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_should_work_with_text_message(page: Page, server: StaticServer, mode: Mode) -> None:
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_playwright_scenario(page: Page, server: StaticServer, name: str, mode: Mode) -> None:
+    """Each of Playwright's parametrised tests (text, blob, arraybuffer, connection error, error after
+    open, client-side close, protocol, relative URL), in each mode: the scenario asserts the exact log."""
     routes = await setup_mode(page, mode)
-    await text_message(page, server)
-    check_routed(routes, mode)
-
-
-@pytest.mark.parametrize("mode", MODES)
-async def test_should_work_with_binary_type_blob(page: Page, server: StaticServer, mode: Mode) -> None:
-    routes = await setup_mode(page, mode)
-    await binary_type_blob(page, server)
-    check_routed(routes, mode)
-
-
-@pytest.mark.parametrize("mode", MODES)
-async def test_should_work_with_binary_type_arraybuffer(page: Page, server: StaticServer, mode: Mode) -> None:
-    routes = await setup_mode(page, mode)
-    await binary_type_arraybuffer(page, server)
-    check_routed(routes, mode)
-
-
-@pytest.mark.parametrize("mode", MODES)
-async def test_should_work_when_connection_errors_out(page: Page, server: StaticServer, mode: Mode) -> None:
-    routes = await setup_mode(page, mode)
-    await connection_errors_out(page, server)
-    check_routed(routes, mode)
-
-
-@pytest.mark.parametrize("mode", MODES)
-async def test_should_work_with_error_after_successful_open(page: Page, server: StaticServer, mode: Mode) -> None:
-    routes = await setup_mode(page, mode)
-    await error_after_open(page, server)
-    check_routed(routes, mode)
-
-
-@pytest.mark.parametrize("mode", MODES)
-async def test_should_work_with_client_side_close(page: Page, server: StaticServer, mode: Mode) -> None:
-    routes = await setup_mode(page, mode)
-    await client_side_close(page, server)
-    check_routed(routes, mode)
-
-
-@pytest.mark.parametrize("mode", MODES)
-async def test_should_pass_through_the_required_protocol(page: Page, server: StaticServer, mode: Mode) -> None:
-    routes = await setup_mode(page, mode)
-    await required_protocol(page, server)
-    check_routed(routes, mode)
-
-
-@pytest.mark.parametrize("mode", MODES)
-async def test_should_work_with_relative_websocket_url(page: Page, server: StaticServer, mode: Mode) -> None:
-    routes = await setup_mode(page, mode)
-    await relative_url(page, server)
+    await SCENARIOS[name](page, server)
     check_routed(routes, mode)
 
 
