@@ -29,6 +29,8 @@ from ._page import Page as Page
 from ._route import HandshakeResponse as HandshakeResponse
 from ._route import WebSocketRoute as WebSocketRoute
 from ._route import enable_trace as enable_trace
+from ._websocket import WebSocket as WebSocket
+from ._websocket import WebSocketFrame as WebSocketFrame
 
 __version__ = "0.1.0"
 
@@ -54,7 +56,9 @@ __all__ = [
     "TimeoutError",
     "UpstreamError",
     "UsageError",
+    "WebSocket",
     "WebSocketClosedError",
+    "WebSocketFrame",
     "WebSocketRoute",
     "connect",
     "enable_trace",

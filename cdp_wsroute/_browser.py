@@ -349,8 +349,8 @@ class Browser(EventEmitter):
                 "username": ..., "password": ...}``: the pages' traffic and routed sockets'
                 upstreams both go through it. As in Chromium, loopback hosts bypass it unless
                 ``bypass`` contains ``<-loopback>``. Credentials are used by the upstreams (HTTP
-                basic auth or SOCKS5 user/password); the browser's own requests do not answer
-                proxy authentication challenges.
+                basic auth or SOCKS5 user/password) and answer the browser's proxy challenges
+                (every request of the context's pages then passes through CDP's Fetch domain).
         """
         self._check_connected()
         if ca_file is not None and not await trio.Path(ca_file).is_file():

@@ -20,7 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
+    "FRAME_COST",
     "MAX_MESSAGE_BYTES",
+    "WINDOW",
     "Binary",
     "Close",
     "Create",
@@ -37,6 +39,10 @@ MAX_PAYLOAD_CHARS = 4 * MAX_MESSAGE_BYTES // 3 + 1024 * 1024
 MAX_URL_CHARS = 2 * 1024 * 1024
 MAX_PROTOCOLS = 256
 MAX_SOCKET_ID = 2**53 - 1
+# Flow control page -> Python (see the shim): a routed socket may have WINDOW bytes of
+# frames unacknowledged, each frame costing its size plus FRAME_COST.
+WINDOW = 1024 * 1024
+FRAME_COST = 64
 _TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
@@ -222,6 +228,11 @@ def error_message(socket_id: int) -> list[Any]:
 
 def close_message(socket_id: int, code: int | None, reason: str | None, was_clean: bool) -> list[Any]:
     return ["c", socket_id, 1005 if code is None else code, reason or "", was_clean]
+
+
+def ack_message(socket_id: int, frames: int) -> list[Any]:
+    """Python took in the socket's next ``frames`` frames: the shim may send that much more."""
+    return ["a", socket_id, frames]
 
 
 def passthrough_message(socket_id: int) -> list[Any]:

@@ -84,14 +84,21 @@ def parse_event(method: str, params: JSON, session_id: str | None = None) -> obj
 
 
 class _Pending:
-    __slots__ = ("done", "error", "method", "result", "session_id")
+    __slots__ = ("done", "error", "method", "on_reply", "result", "session_id")
 
-    def __init__(self, method: str, session_id: str | None) -> None:
+    def __init__(self, method: str, session_id: str | None, on_reply: Callable[[], None] | None = None) -> None:
         self.method = method
         self.session_id = session_id
         self.done = trio.Event()
         self.result: JSON = {}
         self.error: Exception | None = None
+        self.on_reply = on_reply  # for send_nowait: called once the answer (or a failure) is in
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.on_reply is not None:
+            on_reply, self.on_reply = self.on_reply, None
+            on_reply()
 
 
 class _Listener:
@@ -278,11 +285,25 @@ class CDPConnection:
             raise pending.error
         return pending.result
 
-    def send_nowait(self, method: str, params: JSON | None = None, session_id: str | None = None) -> None:
-        """Queue a command whose answer nobody waits for (an error answer is logged)."""
+    def send_nowait(
+        self,
+        method: str,
+        params: JSON | None = None,
+        session_id: str | None = None,
+        on_reply: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue a command whose answer nobody waits for (an error answer is logged).
+
+        ``on_reply`` is called (inline, in the reader) when the answer arrives or the
+        command fails with its session or the connection; never if the connection is
+        closed already.
+        """
         if self.closed_reason is not None:
             return
-        message: JSON = {"id": next(self._ids), "method": method}
+        msg_id = next(self._ids)
+        if on_reply is not None:
+            self._pending[msg_id] = _Pending(method, session_id, on_reply)
+        message: JSON = {"id": msg_id, "method": method}
         if params:
             message["params"] = params
         if session_id is not None:
@@ -333,12 +354,13 @@ class CDPConnection:
 
     def _resolve(self, msg_id: object, message: JSON) -> None:
         pending = self._pending.pop(msg_id, None) if isinstance(msg_id, int) else None
-        if pending is None:
-            error = message.get("error")
+        error = message.get("error")
+        if pending is None or pending.on_reply is not None:
             if error is not None:
                 logger.debug("unawaited command %s failed: %s", msg_id, error)
+            if pending is not None:
+                pending.finish()
             return
-        error = message.get("error")
         if error is not None:
             code = error.get("code") if isinstance(error, dict) else None
             text = error.get("message", str(error)) if isinstance(error, dict) else str(error)
@@ -348,7 +370,7 @@ class CDPConnection:
         else:
             result = message.get("result")
             pending.result = result if isinstance(result, dict) else {}
-        pending.done.set()
+        pending.finish()
 
     async def _event(self, message: JSON) -> None:
         method = message.get("method")
@@ -375,19 +397,22 @@ class CDPConnection:
 
     def _close_session(self, session: CDPSession, reason: str) -> None:
         session._close(reason)
-        for pending in list(self._pending.values()):
+        for msg_id, pending in list(self._pending.items()):
             if pending.session_id == session.session_id and not pending.done.is_set():
+                if pending.on_reply is not None:
+                    del self._pending[msg_id]  # nobody else removes an unawaited command
                 pending.error = TargetClosedError(f"{pending.method}: {reason}")
-                pending.done.set()
+                pending.finish()
 
     def _close(self, reason: str) -> None:
         if self.closed_reason is not None:
             return
         self.closed_reason = reason
-        for pending in self._pending.values():
-            pending.error = ConnectionClosedError(f"{pending.method}: {reason}")
-            pending.done.set()
+        pendings = list(self._pending.values())
         self._pending.clear()
+        for pending in pendings:
+            pending.error = ConnectionClosedError(f"{pending.method}: {reason}")
+            pending.finish()
         for session in self._sessions.values():
             session._close(reason)
         self._sessions.clear()

@@ -78,7 +78,8 @@ class EventEmitter:
         """Stop calling ``callback`` for ``event`` (all registrations of it)."""
         listeners = self._listeners.get(event)
         if listeners:
-            listeners[:] = [entry for entry in listeners if entry[0] is not callback]
+            # == rather than `is`: a bound method is a new object at each access.
+            listeners[:] = [entry for entry in listeners if entry[0] != callback]
 
     def _has_listeners(self, event: str) -> bool:
         return bool(self._listeners.get(event))

@@ -33,6 +33,7 @@ from ._js import (
 from ._route import RouteEntry, RouteHandler, WebSocketRoute
 from ._tunnel import Tunnel
 from ._urlmatch import UrlMatcher, UrlPattern
+from ._websocket import NetworkSockets, WebSocket, WebSocketFrame
 
 if TYPE_CHECKING:
     from ._browser import BrowserContext
@@ -366,7 +367,8 @@ class Frame:
 
 
 class Page(EventEmitter):
-    """A browser tab (or popup). Events: "close", "console", "pageerror", "crash", "popup".
+    """A browser tab (or popup). Events: "close", "console", "pageerror", "crash", "popup",
+    "websocket" (a :class:`WebSocket` the page opened, routed or not).
 
     Resource handling: owned by its BrowserContext; ``close()`` closes the tab, and
     closing the context or the browser closes it too.
@@ -394,6 +396,12 @@ class Page(EventEmitter):
         self._ws_routes: list[RouteEntry] = []
         self._tunnel: Tunnel | None = None
         self._waiters: set[EventInfo[Any]] = set()
+        # Observation: native sockets per session (page, OOPIFs, workers), open WebSockets.
+        self._network_sockets: dict[str | None, NetworkSockets] = {}
+        self._network_enabled: set[str | None] = set()
+        self._worker_sessions: dict[str, CDPSession] = {}
+        self._websockets: set[WebSocket] = set()
+        self._websocket_waiters = 0
         self._add_frame_session(session)
 
     def __repr__(self) -> str:
@@ -518,7 +526,8 @@ class Page(EventEmitter):
     async def expect_web_socket_route(
         self, url: UrlPattern, *, timeout: float | None = None
     ) -> AsyncIterator[EventInfo[WebSocketRoute]]:
-        """Route the next socket matching ``url``; ``await info.value`` gives its WebSocketRoute.
+        """Route the next socket matching ``url``; ``await info.value`` gives its WebSocketRoute
+        (leaving the block waits for it too).
 
         The socket is mocked (it opens at once) and what the page sends queues for
         ``await route.receive()`` / ``async for message in route``. Call
@@ -538,7 +547,159 @@ class Page(EventEmitter):
 
         info._on_settled.append(settled)
         await self._sync_ws_routes()
-        yield info
+        try:
+            yield info
+        except BaseException:
+            info._fail(Error("the expect block raised"))
+            raise
+        await info.value  # leaving the block waits for the route, as Playwright's expect_* do
+
+    # -- observation ------------------------------------------------------------------------
+
+    def on(self, event: str, callback: Callable[..., Any]) -> None:
+        """Call ``callback`` every time ``event`` happens ("websocket": with the new WebSocket)."""
+        super().on(event, callback)
+        if event == "websocket":
+            self._observe_websockets()
+
+    def once(self, event: str, callback: Callable[..., Any]) -> None:
+        """Call ``callback`` the next time ``event`` happens, then forget it."""
+        super().once(event, callback)
+        if event == "websocket":
+            self._observe_websockets()
+
+    def remove_listener(self, event: str, callback: Callable[..., Any]) -> None:
+        super().remove_listener(event, callback)
+        if event == "websocket":
+            self._maybe_stop_observing()
+
+    @asynccontextmanager
+    async def expect_websocket(
+        self, predicate: Callable[[WebSocket], bool] | None = None, timeout: float | None = None
+    ) -> AsyncIterator[EventInfo[WebSocket]]:
+        """Wait for a WebSocket (routed or not) that the block's actions open.
+
+        ``await info.value`` gives it; leaving the block waits for it too. Raises
+        ``TimeoutError`` after ``timeout`` seconds (default 30; 0 waits forever) and
+        ``TargetClosedError`` if the page closes first.
+        """
+        info: EventInfo[WebSocket] = EventInfo(timeout, 'waiting for event "websocket"')
+
+        def listener(websocket: WebSocket) -> None:
+            try:
+                if predicate is None or predicate(websocket):
+                    info._set(websocket)
+            except Exception as exc:
+                info._fail(exc)
+
+        async with self._expecting(info, listener):
+            yield info
+
+    @asynccontextmanager
+    async def expect_websocket_frame(
+        self,
+        predicate: Callable[[str | bytes], bool] | None = None,
+        *,
+        url: UrlPattern | None = None,
+        direction: Literal["received", "sent"] = "received",
+        timeout: float | None = None,
+    ) -> AsyncIterator[EventInfo[WebSocketFrame]]:
+        """Wait for the next frame satisfying ``predicate`` on any socket (open now or opened by
+        the block) whose URL matches ``url``; ``await info.value`` gives a :class:`WebSocketFrame`.
+
+        Race-free "wait for a message": the waiter listens before the block's actions run,
+        on sockets that exist and on sockets those actions create. ``direction`` picks frames
+        the page received (default) or sent. Fails with ``TimeoutError`` or ``TargetClosedError``.
+        """
+        matcher = UrlMatcher.compile(url, self._context._base_url) if url is not None else None
+        event = "framereceived" if direction == "received" else "framesent"
+        if direction not in ("received", "sent"):
+            raise UsageError('direction must be "received" or "sent"')
+        info: EventInfo[WebSocketFrame] = EventInfo(timeout, f"waiting for a WebSocket frame {direction}")
+        watched: list[tuple[WebSocket, Callable[[str | bytes], None]]] = []
+
+        def watch(websocket: WebSocket) -> None:
+            if info.is_done or (matcher is not None and not matcher.matches(websocket.url)):
+                return
+
+            def on_frame(payload: str | bytes) -> None:
+                try:
+                    if predicate is None or predicate(payload):
+                        info._set(WebSocketFrame(websocket, payload, direction))
+                except Exception as exc:
+                    info._fail(exc)
+
+            websocket.on(event, on_frame)
+            watched.append((websocket, on_frame))
+
+        def unwatch() -> None:
+            for websocket, on_frame in watched:
+                websocket.remove_listener(event, on_frame)
+
+        info._on_settled.append(unwatch)
+        for websocket in list(self._websockets):
+            watch(websocket)
+        async with self._expecting(info, watch):
+            yield info
+
+    @asynccontextmanager
+    async def _expecting(self, info: EventInfo[Any], listener: Callable[[WebSocket], None]) -> AsyncIterator[None]:
+        """Keep ``listener`` on "websocket" while ``info`` waits; leaving the block awaits it."""
+        self._check_open()
+        self._websocket_waiters += 1
+        super().on("websocket", listener)
+        self._waiters.add(info)
+
+        def settled() -> None:
+            self._waiters.discard(info)
+            super(Page, self).remove_listener("websocket", listener)
+            self._websocket_waiters -= 1
+            self._maybe_stop_observing()
+
+        info._on_settled.append(settled)
+        self._observe_websockets()
+        try:
+            yield
+        except BaseException:
+            info._fail(Error("the expect block raised"))
+            raise
+        await info.value
+
+    def _observing_websockets(self) -> bool:
+        return self._websocket_waiters > 0 or self._has_listeners("websocket")
+
+    def _observe_websockets(self) -> None:
+        """Turn on the Network domain of every session: it reports the native sockets.
+
+        Sent at once (not awaited), so it takes effect before any command sent after it.
+        """
+        if self._closed:
+            return
+        sessions = [*self._sessions.values(), *self._worker_sessions.values()]
+        for session in sessions:
+            if session.session_id not in self._network_enabled and not session.closed:
+                self._network_enabled.add(session.session_id)
+                session.connection.send_nowait("Network.enable", None, session.session_id)
+
+    def _maybe_stop_observing(self) -> None:
+        """Nobody observes and no observed socket is open: the Network domain goes off again
+        (unless the context's extra HTTP headers need it)."""
+        if self._observing_websockets() or self._websockets or self._closed or self._context._extra_http_headers:
+            return
+        for session_id in self._network_enabled:
+            session = self._sessions.get(session_id) or self._worker_sessions.get(session_id or "")
+            if session is not None and not session.closed:
+                session.connection.send_nowait("Network.disable", None, session.session_id)
+        self._network_enabled.clear()
+
+    def _websocket_opened(self, websocket: WebSocket) -> None:
+        self._websockets.add(websocket)
+        self._emit("websocket", websocket)
+
+    def _websocket_closed(self, websocket: WebSocket) -> None:
+        self._websockets.discard(websocket)
+        if not self._websockets:
+            self._maybe_stop_observing()
 
     def _find_ws_route(self, url: str) -> RouteEntry | None:
         """The route for a new socket: newest page route, then newest context route."""
@@ -595,6 +756,7 @@ class Page(EventEmitter):
     def _add_frame_session(self, session: CDPSession) -> None:
         """Track frames, contexts and child targets of one session (the page or an OOPIF)."""
         self._sessions[session.session_id] = session
+        self._watch_network_sockets(session)
         on = session.on
         on("Page.frameAttached", lambda p: self._on_frame_attached(session, p))
         on("Page.frameNavigated", lambda p: self._on_frame_navigated(session, p))
@@ -628,11 +790,17 @@ class Page(EventEmitter):
             session.send("Runtime.enable"),
             session.send("Target.setAutoAttach", {"autoAttach": True, "waitForDebuggerOnStart": True, "flatten": True}),
         ]
+        if self._observing_websockets() and session.session_id not in self._network_enabled:
+            self._network_enabled.add(session.session_id)
+            calls.append(session.send("Network.enable"))
         if context._extra_http_headers:
             calls.append(session.send("Network.enable"))
             calls.append(session.send("Network.setExtraHTTPHeaders", {"headers": context._extra_http_headers}))
         if context._ignore_https_errors:
             calls.append(session.send("Security.setIgnoreCertificateErrors", {"ignore": True}))
+        proxy = context._proxy
+        if proxy is not None and proxy.username is not None:
+            calls.append(_answer_proxy_challenges(session, proxy.username, proxy.password or ""))
         tunnel = self._ensure_tunnel()
         if tunnel is not None:
             calls.append(tunnel.install(session))
@@ -799,6 +967,11 @@ class Page(EventEmitter):
         self._changes.notify()
         self._emit("crash", self)
 
+    def _watch_network_sockets(self, session: CDPSession) -> None:
+        sockets = NetworkSockets(self)
+        sockets.attach(session)
+        self._network_sockets[session.session_id] = sockets
+
     def _on_child_attached(self, params: JSON) -> None:
         info = params.get("targetInfo", {})
         session = self._context._browser._connection.session(params["sessionId"])
@@ -807,13 +980,25 @@ class Page(EventEmitter):
         if info.get("type") == "iframe":
             self._add_frame_session(session)
             self._context._browser._nursery.start_soon(self._configure_session, session)
-        else:
-            # Workers and other children: nothing to configure yet, just let them run.
-            session.connection.send_nowait("Runtime.runIfWaitingForDebugger", None, session.session_id)
+            return
+        if info.get("type") == "worker":
+            # A dedicated worker: its native sockets are observed like the page's.
+            self._worker_sessions[str(session.session_id)] = session
+            self._watch_network_sockets(session)
+            if self._observing_websockets():
+                self._network_enabled.add(session.session_id)
+                session.connection.send_nowait("Network.enable", None, session.session_id)
+        session.connection.send_nowait("Runtime.runIfWaitingForDebugger", None, session.session_id)
 
     def _on_child_detached(self, params: JSON) -> None:
         session_id = params.get("sessionId")
         self._sessions.pop(session_id, None)
+        if isinstance(session_id, str):
+            self._worker_sessions.pop(session_id, None)
+            self._network_enabled.discard(session_id)
+            sockets = self._network_sockets.pop(session_id, None)
+            if sockets is not None:
+                sockets.close_all()
         if self._tunnel is not None and isinstance(session_id, str):
             self._tunnel.session_gone(session_id)
 
@@ -829,10 +1014,45 @@ class Page(EventEmitter):
             self._tunnel.close()
         for waiter in list(self._waiters):
             waiter._fail(TargetClosedError(self._close_reason))
+        for websocket in list(self._websockets):
+            websocket._page_closed()
         self._ready.set()
         self._changes.notify()
         self._context._page_closed(self)
         self._emit("close", self)
+
+
+async def _answer_proxy_challenges(session: CDPSession, username: str, password: str) -> None:
+    """Give the context's proxy credentials to Chromium when its proxy asks (HTTP 407).
+
+    Chromium reports auth challenges only for intercepted requests, so every request of
+    the session is paused and continued at once (as Playwright does with credentials).
+    A challenge from a site (401) gets the browser's default answer; a request whose
+    proxy challenges again after we answered gets no second try.
+    """
+    answered: dict[str, None] = {}  # requests we gave credentials to (bounded: Chromium caches them)
+    send = session.connection.send_nowait
+
+    def paused(params: JSON) -> None:
+        send("Fetch.continueRequest", {"requestId": params["requestId"]}, session.session_id)
+
+    def challenged(params: JSON) -> None:
+        request_id = params["requestId"]
+        if params.get("authChallenge", {}).get("source") != "Proxy":
+            answer: JSON = {"response": "Default"}
+        elif request_id in answered:
+            del answered[request_id]
+            answer = {"response": "CancelAuth"}
+        else:
+            answered[request_id] = None
+            if len(answered) > 1024:
+                del answered[next(iter(answered))]
+            answer = {"response": "ProvideCredentials", "username": username, "password": password}
+        send("Fetch.continueWithAuth", {"requestId": request_id, "authChallengeResponse": answer}, session.session_id)
+
+    session.on("Fetch.requestPaused", paused)
+    session.on("Fetch.authRequired", challenged)
+    await session.send("Fetch.enable", {"handleAuthRequests": True, "patterns": [{"urlPattern": "*"}]})
 
 
 def _same_route(entry: RouteEntry, url: UrlPattern, handler: RouteHandler | None) -> bool:

@@ -8,6 +8,21 @@ a sync handler inline when nothing is queued before it, otherwise (and every
 ``async def`` handler) in a short-lived runner task that drains the queue. Until
 the route handler has returned, events are held back so that the handlers it
 installs see every message.
+
+Flow control
+------------
+Python never buffers without bound for a slow party (see the shim for the wire
+side). Frames from the page count towards a per-socket window (``WINDOW``); the
+page holds further frames (in its ``bufferedAmount``) until Python acknowledges
+the ones it has taken in, and Python holds back acknowledgements while this
+socket's *page backlog* (frames queued for the upstream, for handlers, for
+``receive()``, or held while the route handler runs) is a window or more, while
+the upstream is still connecting, or while the page is not keeping up with what
+it is sent. The upstream reader stops reading (TCP pushes back on the server)
+while the *server backlog* is a window or more or the page is behind. So Python
+holds at most about two windows per socket each way, plus ``PAGE_HIGH_WATER``
+per document towards the page. Only what user code itself sends with
+``route.send()`` is not bounded: it never blocks, like ``WebSocket.send``.
 """
 
 from __future__ import annotations
@@ -19,18 +34,23 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-import h11
 import trio
 import trio_websocket
-import wsproto.utilities
 from wsproto.frame_protocol import CloseReason
 
-from ._codec import check_websocket_url, is_protocol_token
+from ._codec import FRAME_COST, WINDOW, check_websocket_url, is_protocol_token
 from ._errors import Error, UpstreamError, UsageError, WebSocketClosedError
 from ._events import DEFAULT_TIMEOUT
-from ._proxy import ProxySettings, open_via_proxy
+from ._upstream import (
+    CONNECT_FAILURES,
+    describe_failure,
+    first_leaf,
+    handshake,
+    merge_headers,
+    open_stream,
+    ssl_context_for,
+)
 from ._urlmatch import UrlMatcher, to_websocket_url
 from ._wsstate import (
     Action,
@@ -45,10 +65,12 @@ from ._wsstate import (
     ServerConnect,
     ServerSend,
     Side,
+    SideState,
 )
 
 if TYPE_CHECKING:
-    from ._tunnel import Document, Tunnel
+    from ._tunnel import Document
+    from ._websocket import WebSocket
 
 __all__ = ["RouteEntry", "WebSocketRoute"]
 
@@ -63,6 +85,10 @@ RouteHandler = Callable[["WebSocketRoute"], Any]
 _PROTOCOL_FAILURES = {1002, 1003, 1007, 1009, 1010}
 # How long a close handshake may take before the connection counts as dropped.
 _CLOSE_TIMEOUT = 10.0
+# Acknowledge the page's frames in steps of a quarter window (counted the shim's way
+# but with str lengths, which are at most four times fewer than UTF-8 bytes: a page
+# blocked on a full window always gets its acknowledgement).
+_ACK_AT = WINDOW // 4
 
 
 class WebSocketRoute:
@@ -298,6 +324,7 @@ class _Pull:
 
     def __init__(self) -> None:
         self.messages: deque[Message] = deque()
+        self.bytes = 0  # the size of what is queued, for flow control
         self.changed = trio.Event()
         self.closed: tuple[int | None, str | None] | None = None
 
@@ -331,6 +358,7 @@ class _RoutedSocket:
         self.response: HandshakeResponse | None = None
         self.options = ConnectOptions()
         self.trace = _trace_for(url)
+        self.observed: WebSocket | None = None  # the page's WebSocket object, while someone observes
         self._route_handler = handler
         self._message_handlers: dict[Side, MessageHandler | None] = {Side.PAGE: None, Side.SERVER: None}
         self._close_handlers: dict[Side, CloseHandler | None] = {Side.PAGE: None, Side.SERVER: None}
@@ -340,8 +368,15 @@ class _RoutedSocket:
         self._calls: deque[Callable[[], Any]] = deque()  # user code waiting to run, in order
         self._runner_active = False
         self._held: list[Callable[[], list[Action]]] | None = []  # events held until the handler returns
-        self._upstream_out: deque[Message | ServerClose] = deque()
+        self._upstream_out: deque[ServerSend | ServerClose] = deque()
         self._upstream_wake = trio.Event()
+        # Flow control (see the module docstring).
+        self._unacked = 0  # frames from the page not acknowledged yet
+        self._unacked_cost = 0  # ... and what they cost
+        self._upstream_bytes = 0  # queued for the upstream writer
+        self._calls_bytes = 0  # messages queued for handlers that have not run yet
+        self._held_bytes = 0  # messages held while the route handler runs
+        self._relief = trio.Event()  # set when a backlog shrinks
         self._upstream_cancel: trio.CancelScope | None = None
         self._closing_upstream = False
         self._upstream_open = False
@@ -354,9 +389,11 @@ class _RoutedSocket:
 
     def _handler_returned(self) -> None:
         held, self._held = self._held, None
+        self._held_bytes = 0
         self._execute(self.state.handler_returned())
         for event in held or ():
             self._execute(event())
+        self._relieve()
 
     def _event(self, event: Callable[[], list[Action]]) -> None:
         if self._held is not None:
@@ -368,9 +405,55 @@ class _RoutedSocket:
         if self.trace.isEnabledFor(logging.DEBUG):
             _trace_frame(self.trace, "page -> route", data)
         if self._held is None:
-            self._execute(self.state.page_message(data))
+            self._execute(self._page_frame(data))
         else:
-            self._held.append(lambda: self.state.page_message(data))
+            self._held_bytes += len(data)
+            self._held.append(lambda: self._page_frame(data))
+        self._unacked += 1
+        self._unacked_cost += len(data) + FRAME_COST
+        if self._unacked_cost >= _ACK_AT:
+            self._acknowledge()
+
+    def _page_frame(self, data: Message) -> list[Action]:
+        if self.observed is not None and self.server_route is None:
+            self.observed._sent(data)  # mocked: reported as the page sends it
+        return self.state.page_message(data)
+
+    # -- flow control ----------------------------------------------------------------------------
+
+    def _page_backlog(self) -> int:
+        pull = self._pull[Side.PAGE]
+        return self._upstream_bytes + self._calls_bytes + self._held_bytes + (pull.bytes if pull else 0)
+
+    def _server_backlog(self) -> int:
+        pull = self._pull[Side.SERVER]
+        return self._calls_bytes + self._held_bytes + (pull.bytes if pull else 0)
+
+    def _acknowledge(self) -> None:
+        """Let the page send more, unless this socket is backed up."""
+        if (
+            self._page_backlog() >= WINDOW
+            or self.state.server is SideState.CONNECTING
+            or self.document.tunnel.page_is_behind(self.document)
+        ):
+            return  # _relieve() tries again
+        self.document.tunnel.acknowledge(self.document, self.socket_id, self._unacked)
+        self._unacked = self._unacked_cost = 0
+
+    def _relieve(self) -> None:
+        """A backlog shrank (or the page caught up): acknowledge, and wake the upstream reader."""
+        if self._unacked_cost >= _ACK_AT:
+            self._acknowledge()
+        self._relief.set()
+
+    async def _wait_for_server_room(self) -> None:
+        """Stop reading from the upstream while its messages back up in Python or the page."""
+        tunnel = self.document.tunnel
+        while self._server_backlog() >= WINDOW or tunnel.page_is_behind(self.document):
+            if self.document.gone:
+                return
+            self._relief = trio.Event()
+            await self._relief.wait()
 
     def page_close(self, code: int | None, reason: str, connecting: bool) -> None:
         # The page's own close is never held: its socket is CLOSING already.
@@ -384,6 +467,8 @@ class _RoutedSocket:
     def lifecycle_closed(self) -> None:
         self._held = None
         self._execute(self.state.lifecycle_closed())
+        if self.observed is not None:
+            self.observed._close()
         self._wake_pull(Side.PAGE, None, None)
         self._wake_pull(Side.SERVER, None, None)
         if self._upstream_cancel is not None and not self._upstream_open:
@@ -439,7 +524,10 @@ class _RoutedSocket:
                     code, reason = pull.closed
                     raise WebSocketClosedError(f"the {side.value} side of {self.url} is closed", code, reason)
                 await pull.changed.wait()
-            return pull.messages.popleft()
+            message = pull.messages.popleft()
+            pull.bytes -= len(message)
+            self._relieve()
+            return message
         from ._errors import TimeoutError
 
         assert scope.cancelled_caught
@@ -459,19 +547,23 @@ class _RoutedSocket:
             if isinstance(action, PageSend):
                 if self.trace.isEnabledFor(logging.DEBUG):
                     _trace_frame(self.trace, "route -> page", action.data)
+                if self.observed is not None and self.server_route is None:
+                    self.observed._received(action.data)  # mocked: reported as the page receives it
                 tunnel.send_to_page(self.document, self.socket_id, action.data)
             elif isinstance(action, ServerSend):
-                self._upstream_out.append(action.data)
+                self._upstream_out.append(action)
+                self._upstream_bytes += len(action.data)
                 self._upstream_wake.set()
             elif isinstance(action, CallMessageHandler):
                 pull = self._pull[action.side]
                 if pull is not None:
                     pull.messages.append(action.data)
+                    pull.bytes += len(action.data)
                     pull.wake()
                 else:
                     handler = self._message_handlers[action.side]
                     if handler is not None:
-                        self._call_user(handler, (action.data,))
+                        self._call_user(handler, (action.data,), size=len(action.data))
             elif isinstance(action, CallCloseHandler):
                 close_handler = self._close_handlers[action.side]
                 if close_handler is not None:
@@ -483,14 +575,26 @@ class _RoutedSocket:
             elif isinstance(action, PageClose):
                 tunnel.close_page(self.document, self.socket_id, action.code, action.reason, action.was_clean)
                 self._wake_pull(Side.PAGE, action.code, action.reason)
+                if self.observed is not None:
+                    self.observed._close()
                 self._finish_if_done()
             elif isinstance(action, PageError):
                 tunnel.error_page(self.document, self.socket_id)
+                if self.observed is not None:
+                    self.observed._error(self._error_message())
             elif isinstance(action, ServerClose):
                 self._upstream_out.append(action)
                 self._upstream_wake.set()
             elif isinstance(action, ServerConnect):
                 self.document.tunnel.nursery.start_soon(self._run_upstream, name=f"upstream {self.url}")
+
+    def _error_message(self) -> str:
+        """What Chromium reports for the failure the page is shown (see Network.webSocketFrameError)."""
+        if self.response is not None and self.response.status != 101:
+            return f"Error during WebSocket handshake: Unexpected response code: {self.response.status}"
+        if self.upstream_error is not None:
+            return f"WebSocket error: {self.upstream_error}"
+        return "WebSocket is closed before the connection is established."
 
     def _finish_if_done(self) -> None:
         if self.state.finished:
@@ -500,15 +604,20 @@ class _RoutedSocket:
 
     _runner_task: trio.lowlevel.Task | None = None
 
-    def _call_user(self, fn: Callable[..., Any], args: tuple[Any, ...], then: Callable[[], None] | None = None) -> None:
-        """Run user code now if nothing is queued before it and it is sync; else queue it."""
+    def _call_user(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        then: Callable[[], None] | None = None,
+        size: int = 0,
+    ) -> None:
+        """Run user code now if nothing is queued before it and it is sync; else queue it.
 
-        def call() -> Any:
-            return fn(*args)
-
+        ``size`` is the message's, counted in the backlog while the call waits.
+        """
         if not self._calls and not self._runner_active and not inspect.iscoroutinefunction(fn):
             try:
-                result = call()
+                result = fn(*args)
             except Exception as exc:
                 self._handler_failed(exc)
                 return
@@ -521,6 +630,12 @@ class _RoutedSocket:
             if then is not None:
                 then()
             return
+
+        def call() -> Any:
+            self._calls_bytes -= size
+            return fn(*args)
+
+        self._calls_bytes += size
         self._calls.append(call)
         if then is not None:
             self._calls.append(then)
@@ -542,8 +657,10 @@ class _RoutedSocket:
                         await result
                 except Exception as exc:
                     self._calls.clear()
+                    self._calls_bytes = 0
                     self._handler_failed(exc)
                     return
+                self._relieve()
         finally:
             self._runner_active = False
             self._runner_task = None
@@ -552,7 +669,9 @@ class _RoutedSocket:
         """A handler raised: close the socket (1011) and let the exception fail the owner."""
         logger.error("a WebSocket route handler for %s raised %r", self.url, exc)
         self._held = None
+        self._held_bytes = 0
         self._calls.clear()
+        self._calls_bytes = 0
         self._execute(self.state.handler_failed())
         self.document.tunnel.fail(exc)
 
@@ -569,25 +688,29 @@ class _RoutedSocket:
                 async with trio.open_nursery() as nursery:
                     options = self.options
                     url = options.url or self.url
-                    headers = _merge_headers(await tunnel.upstream_headers(self.document, url), options.headers)
+                    headers = merge_headers(await tunnel.upstream_headers(self.document, url), options.headers)
                     subprotocols = list(self.protocols if options.subprotocols is None else options.subprotocols)
                     if self.trace.isEnabledFor(logging.DEBUG):
                         _trace_request(self.trace, url, subprotocols, headers)
                     with trio.fail_after(options.connect_timeout):
-                        context = options.ssl_context or _ssl_context(url, tunnel)
-                        stream = await _open_stream(url, context, tunnel.page._context._proxy)
-                        ws = await _handshake(nursery, stream, url, subprotocols, headers, options.max_message_size)
-                    self.response = HandshakeResponse(
-                        101,
-                        [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in ws.handshake_headers],
-                        ws.subprotocol,
-                    )
+                        context = options.ssl_context or ssl_context_for(url, tunnel)
+                        stream = await open_stream(url, context, tunnel.page._context._proxy)
+                        upstream = await handshake(
+                            nursery, stream, url, subprotocols, headers, options.max_message_size
+                        )
+                    ws = upstream.ws
+                    response_headers = [
+                        (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in ws.handshake_headers
+                    ]
+                    if upstream.extensions:
+                        response_headers.append(("sec-websocket-extensions", upstream.extensions))
+                    self.response = HandshakeResponse(101, response_headers, ws.subprotocol)
                     if self.trace.isEnabledFor(logging.DEBUG):
                         _trace_response(self.trace, self.response)
-                    await self._pump_upstream(ws)
+                    await self._pump_upstream(ws, upstream.extensions)
                     nursery.cancel_scope.cancel(reason="upstream finished")
-            except* _CONNECT_FAILURES as group:
-                failure = _first_leaf(group)
+            except* CONNECT_FAILURES as group:
+                failure = first_leaf(group)
                 if isinstance(failure, trio_websocket.ConnectionRejected):
                     self.response = HandshakeResponse(
                         failure.status_code,
@@ -595,20 +718,25 @@ class _RoutedSocket:
                         None,
                     )
                 if self.trace.isEnabledFor(logging.DEBUG):
-                    self.trace.debug("upstream failed: %s", _describe_failure(failure))
+                    self.trace.debug("upstream failed: %s", describe_failure(failure))
                 # Before the handshake completed the page sees error + 1006; after, a drop (1006 only).
-                self._upstream_failed(_describe_failure(failure), page_error=not self._upstream_open)
+                self._upstream_failed(describe_failure(failure), page_error=not self._upstream_open)
             finally:
                 self._upstream_cancel = None
+                # What never reached the server is dropped: it no longer holds the page back.
+                self._upstream_out.clear()
+                self._upstream_bytes = 0
+                self._relieve()
                 if stream is not None:
                     # trio-websocket leaves the stream open when the server ends the connection.
                     with trio.CancelScope(shield=True):
                         await stream.aclose()
 
-    async def _pump_upstream(self, ws: trio_websocket.WebSocketConnection) -> None:
+    async def _pump_upstream(self, ws: trio_websocket.WebSocketConnection, extensions: str) -> None:
         self.server_protocol = ws.subprotocol or ""
         self._upstream_open = True
-        self._execute(self.state.server_opened(self.server_protocol, ""))
+        self._execute(self.state.server_opened(self.server_protocol, extensions))
+        self._relieve()  # what the page sent while connecting is on its way now
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._upstream_writer, ws, nursery.cancel_scope)
             if self.options.ping_interval is not None:
@@ -624,10 +752,14 @@ class _RoutedSocket:
                     return
                 if self.trace.isEnabledFor(logging.DEBUG):
                     _trace_frame(self.trace, "server -> route", message)
+                if self.observed is not None:
+                    self.observed._received(message)  # connected: reported as it comes off the wire
                 if self._held is None:
                     self._execute(self.state.server_message(message))
                 else:
+                    self._held_bytes += len(message)
                     self._event(lambda message=message: self.state.server_message(message))  # type: ignore[misc]
+                await self._wait_for_server_room()
 
     async def _upstream_writer(self, ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope) -> None:
         out = self._upstream_out
@@ -649,11 +781,16 @@ class _RoutedSocket:
                 scope.cancel(reason="upstream closed")
                 return
             if self.trace.isEnabledFor(logging.DEBUG):
-                _trace_frame(self.trace, "route -> server", item)
+                _trace_frame(self.trace, "route -> server", item.data)
             try:
-                await ws.send_message(item)
+                await ws.send_message(item.data)
             except trio_websocket.ConnectionClosed:
                 return  # the reader reports why
+            if self.observed is not None:
+                self.observed._sent(item.data)  # connected: reported once it is on the wire
+            self._upstream_bytes -= len(item.data)
+            if self._unacked_cost >= _ACK_AT:
+                self._acknowledge()
 
     async def _keepalive(self, ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope) -> None:
         interval = self.options.ping_interval
@@ -693,171 +830,6 @@ def _valid_close_code(code: object, side: Side) -> bool:
     if side is Side.SERVER:
         return 1000 <= code <= 4999 and code not in (1004, 1005, 1006, 1015)
     return code == 1000 or 3000 <= code <= 4999
-
-
-class _Dropped(Exception):
-    """The server closed the TCP connection before the handshake finished."""
-
-
-# What a failed connection or handshake raises; h11/wsproto raise from trio-websocket's reader
-# when a server answers with an invalid handshake (a wrong Sec-WebSocket-Accept, say).
-_CONNECT_FAILURES = (
-    OSError,
-    trio_websocket.HandshakeError,
-    trio.TooSlowError,
-    ssl.SSLError,
-    h11.ProtocolError,
-    wsproto.utilities.ProtocolError,
-    _Dropped,
-)
-
-
-def _first_leaf(group: BaseExceptionGroup[Exception]) -> BaseException:
-    first: BaseException = group
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return first
-
-
-class _WatchedStream(trio.abc.Stream):
-    """A stream that tells when the peer closed it: trio-websocket's client would wait forever
-    for a handshake response that cannot come."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.eof = trio.Event()
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.eof.set()  # trio-websocket's reader stops here and would never report it
-            raise
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.stream.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        try:
-            data = await self.stream.receive_some(max_bytes)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.eof.set()
-            raise
-        if not data:
-            self.eof.set()
-        return data
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-
-async def _open_stream(url: str, context: ssl.SSLContext | None, proxy: ProxySettings | None) -> trio.abc.Stream:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    secure = parts.scheme == "wss"
-    port = parts.port or (443 if secure else 80)
-    tcp: trio.abc.Stream
-    if proxy is not None and proxy.applies_to(host):
-        tcp = await open_via_proxy(proxy, host, port)
-    else:
-        tcp = await trio.open_tcp_stream(host, port)
-    if not secure:
-        return tcp
-    stream = trio.SSLStream(tcp, context or ssl.create_default_context(), server_hostname=host, https_compatible=True)
-    try:
-        # Handshake now, so that a certificate error is reported as one.
-        await stream.do_handshake()
-    except trio.BrokenResourceError as exc:
-        await trio.aclose_forcefully(stream)
-        if isinstance(exc.__cause__, ssl.SSLError):
-            raise exc.__cause__ from None
-        raise OSError(f"TLS connection failed: {exc}") from exc
-    return stream
-
-
-async def _handshake(
-    nursery: trio.Nursery,
-    stream: trio.abc.Stream,
-    url: str,
-    subprotocols: list[str],
-    headers: list[tuple[bytes, bytes]],
-    max_message_size: int,
-) -> trio_websocket.WebSocketConnection:
-    """trio-websocket's client handshake on our own stream, failing (not hanging) if the server hangs up."""
-    parts = urlsplit(url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    watched = _WatchedStream(stream)
-    result: list[trio_websocket.WebSocketConnection] = []
-    async with trio.open_nursery() as race:
-
-        async def connect() -> None:
-            result.append(
-                await trio_websocket.wrap_client_stream(
-                    nursery,
-                    watched,  # type: ignore[arg-type]
-                    host,
-                    resource,
-                    subprotocols=subprotocols or None,
-                    extra_headers=headers,
-                    message_queue_size=64,
-                    max_message_size=max_message_size,
-                    receive_buffer_size=256 * 1024,
-                )
-            )
-            race.cancel_scope.cancel()
-
-        async def watch() -> None:
-            await watched.eof.wait()
-            race.cancel_scope.cancel()
-
-        race.start_soon(connect)
-        race.start_soon(watch)
-    if not result:
-        raise _Dropped("the server closed the connection during the handshake")
-    return result[0]
-
-
-def _describe_failure(exc: BaseException) -> str:
-    if isinstance(exc, _Dropped):
-        return str(exc)
-    if isinstance(exc, trio_websocket.ConnectionRejected):
-        return f"the server rejected the handshake with HTTP {exc.status_code}"
-    if isinstance(exc, trio.TooSlowError):
-        return "the server did not answer the handshake in time"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS failed: {exc}"
-    if isinstance(exc, OSError):
-        return f"cannot connect: {exc.strerror or exc}"
-    return str(exc) or type(exc).__name__
-
-
-def _ssl_context(url: str, tunnel: Tunnel) -> ssl.SSLContext | None:
-    """The default TLS settings for an upstream: the system store, the context's CA bundle, and
-    its ``ignore_https_errors``."""
-    if not url.startswith("wss:"):
-        return None
-    context = ssl.create_default_context()
-    ca_file = tunnel.page._context._ca_file
-    if ca_file is not None:
-        context.load_verify_locations(cafile=ca_file)
-    if tunnel.ignore_https_errors:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def _merge_headers(
-    defaults: list[tuple[bytes, bytes]], overrides: Mapping[str, str | None]
-) -> list[tuple[bytes, bytes]]:
-    """The browser-like defaults with the route's overrides applied (case-insensitive; None removes)."""
-    merged = {name.decode("latin-1").lower(): (name, value) for name, value in defaults}
-    for name, value in overrides.items():
-        if value is None:
-            merged.pop(name.lower(), None)
-        else:
-            merged[name.lower()] = (name.encode("latin-1"), value.encode("latin-1"))
-    return list(merged.values())
 
 
 # -- trace logging (off by default: see cdp_wsroute.enable_trace) ---------------------------------

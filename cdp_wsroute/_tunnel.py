@@ -6,10 +6,16 @@ checked (``_codec``); the executionContextId CDP reports (which the page cannot
 forge) picks the *document*, and socket ids are only looked up within it, so a
 frame can neither reach nor read another frame's sockets.
 
-Python -> page: what routes send is queued per document and a single flusher
-task turns each document's queue into one ``Runtime.callFunctionOn``; what is
-queued while a call is in flight goes out with the next one (batching without
-timers). Each document's calls are in order, and so are its sockets' frames.
+Python -> page: what routes send is queued per document and goes out as one
+``Runtime.callFunctionOn`` per batch: right after the binding event that caused
+it (so answers precede the user's next command), else from a flusher task once
+the producing tasks yield. A document has at most ``MAX_BATCHES_IN_FLIGHT``
+calls in flight; each is answered once the page has *dispatched* its messages,
+and what is queued meanwhile goes out with the next one (batching without
+timers, at the pace the page reads). Each document's calls are in order, and so
+are its sockets' frames. A document with ``PAGE_HIGH_WATER`` bytes or more queued
+or in flight is *behind*: upstream readers and acknowledgements to the page wait
+(see ``_route``) until it is below half of that.
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._codec import (
+    FRAME_COST,
+    WINDOW,
     Binary,
     Close,
     Create,
     Lost,
     Text,
+    ack_message,
     close_message,
     data_message,
     decode_batch,
@@ -43,6 +52,7 @@ from ._connection import JSON, CDPSession
 from ._cookies import handshake_cookies, site_of
 from ._errors import ProtocolError, TargetClosedError
 from ._route import _RoutedSocket
+from ._websocket import WebSocket
 
 if TYPE_CHECKING:
     from ._page import Frame, Page
@@ -50,6 +60,9 @@ if TYPE_CHECKING:
 __all__ = ["Document", "Tunnel", "shim_source"]
 
 logger = logging.getLogger("cdp_wsroute.tunnel")
+
+MAX_BATCHES_IN_FLIGHT = 2
+PAGE_HIGH_WATER = 4 * 1024 * 1024
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*$")
 
 
@@ -87,6 +100,9 @@ class Document:
     origin: str
     sockets: dict[int, _RoutedSocket] = field(default_factory=dict)
     outbox: list[list[Any]] = field(default_factory=list)
+    outbox_bytes: int = 0  # message bytes in the outbox
+    pending_bytes: int = 0  # message bytes queued or in flight, until the page dispatched them
+    batches_in_flight: int = 0
     gone: bool = False
 
 
@@ -110,7 +126,6 @@ class Tunnel:
         self._ask = False
         self.rejected = 0  # malformed or forged payloads seen (for tests and diagnostics)
         self._in_dispatch = False
-        self._busy = False
         nursery.start_soon(self._flusher, name="tunnel flusher")
 
     @property
@@ -126,6 +141,8 @@ class Tunnel:
             "dispatch": self.dispatch,
             "filters": [list(f) for f in self._filters],
             "ask": self._ask,
+            "window": WINDOW,
+            "frameCost": FRAME_COST,
         }
         return f"({shim_source()})({json.dumps(config)});"
 
@@ -271,6 +288,9 @@ class Tunnel:
             return
         socket = _RoutedSocket(document, message.socket_id, url, message.protocols, entry.handler, pull=entry.pull)
         document.sockets[message.socket_id] = socket
+        if self.page._observing_websockets():
+            socket.observed = WebSocket(self.page, url)
+            self.page._websocket_opened(socket.observed)
         socket.start()
 
     def _context_gone(self, session: CDPSession, params: JSON) -> None:
@@ -286,9 +306,11 @@ class Tunnel:
     def _close_document(self, document: Document) -> None:
         document.gone = True
         document.outbox.clear()
+        document.outbox_bytes = document.pending_bytes = 0
         self._dirty.pop(document, None)
         for socket in list(document.sockets.values()):
             socket.lifecycle_closed()
+            socket._relieve()  # an upstream reader waiting for the page stops waiting
         document.sockets.clear()
 
     def close(self) -> None:
@@ -310,22 +332,50 @@ class Tunnel:
                 self._wake.set()
 
     def _flush_now(self) -> None:
-        """Queue every pending batch on the connection at once, without waiting for answers."""
-        if not self._dirty or self._busy:
-            # While the flusher has a batch in flight it owns the order: it takes these next.
-            if self._dirty:
-                self._wake.set()
+        """Send every document's queued batch that may go now, without waiting for answers."""
+        if self._dirty:
+            dirty, self._dirty = self._dirty, {}
+            for document in dirty:
+                self._send_batch(document)
+
+    def _send_batch(self, document: Document) -> None:
+        if document.gone or not document.outbox or document.batches_in_flight >= MAX_BATCHES_IN_FLIGHT:
+            return  # a full document's next batch goes when an answer comes (_delivered)
+        batch, document.outbox = document.outbox, []
+        size, document.outbox_bytes = document.outbox_bytes, 0
+        document.batches_in_flight += 1
+        document.session.connection.send_nowait(
+            "Runtime.callFunctionOn",
+            self._call(document, batch),
+            document.session.session_id,
+            on_reply=functools.partial(self._delivered, document, size),
+        )
+
+    def _delivered(self, document: Document, size: int) -> None:
+        """The page dispatched a batch (or it failed with its document): the next may go."""
+        document.batches_in_flight -= 1
+        if document.gone:
             return
-        dirty, self._dirty = self._dirty, {}
-        for document in dirty:
-            batch, document.outbox = document.outbox, []
-            if batch and not document.gone:
-                document.session.connection.send_nowait(
-                    "Runtime.callFunctionOn", self._call(document, batch), document.session.session_id
-                )
+        before = document.pending_bytes
+        document.pending_bytes -= size
+        self._send_batch(document)
+        # Whoever waits for a page that was behind wakes once it is halfway through.
+        if before >= PAGE_HIGH_WATER // 2 > document.pending_bytes:
+            for socket in list(document.sockets.values()):
+                socket._relieve()
+
+    def page_is_behind(self, document: Document) -> bool:
+        return document.pending_bytes >= PAGE_HIGH_WATER
 
     def send_to_page(self, document: Document, socket_id: int, data: str | bytes) -> None:
+        if document.gone:
+            return
+        document.outbox_bytes += len(data)
+        document.pending_bytes += len(data)
         self._queue(document, data_message(socket_id, data))
+
+    def acknowledge(self, document: Document, socket_id: int, frames: int) -> None:
+        self._queue(document, ack_message(socket_id, frames))
 
     def open_page(self, document: Document, socket_id: int, protocol: str, extensions: str) -> None:
         self._queue(document, open_message(socket_id, protocol, extensions))
@@ -337,42 +387,20 @@ class Tunnel:
         self._queue(document, error_message(socket_id))
 
     async def _flusher(self) -> None:
+        """Send what tasks (upstream readers, handler runners) queued, once they yield."""
         while not self.page._closed:
             await self._wake.wait()
             self._wake = trio.Event()
-            if not self._dirty:
-                continue
-            dirty, self._dirty = self._dirty, {}
-            batches = []
-            for document in dirty:
-                batch, document.outbox = document.outbox, []
-                if batch and not document.gone:
-                    batches.append((document, batch))
-            self._busy = True
-            try:
-                if len(batches) == 1:
-                    await self._deliver(*batches[0])
-                else:
-                    async with trio.open_nursery() as nursery:
-                        for document, batch in batches:
-                            nursery.start_soon(self._deliver, document, batch)
-            finally:
-                self._busy = False
+            self._flush_now()
 
     def _call(self, document: Document, batch: list[list[Any]]) -> JSON:
         return {
             "functionDeclaration": self._function,
             "executionContextId": document.context_id,
             "arguments": [{"value": self.token}, {"value": batch}],
+            "awaitPromise": True,  # answered once the page dispatched the batch: see the shim
             "silent": True,
         }
-
-    async def _deliver(self, document: Document, batch: list[list[Any]]) -> None:
-        try:
-            await document.session.send("Runtime.callFunctionOn", self._call(document, batch))
-        except (ProtocolError, TargetClosedError) as exc:
-            # The document went away with the batch in flight: its sockets are closing anyway.
-            logger.debug("batch for %r not delivered: %s", document.frame, exc)
 
     # -- upstream identity ------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 // cdp_wsroute's WebSocket shim: runs in every document before any page script.
 //
 // Python evaluates this file as `(<this function>)(config)` where config is
-// {binding, token, dispatch, filters, ask}:
+// {binding, token, dispatch, filters, ask, window, frameCost}:
 //   binding   the name of the CDP binding (Runtime.addBinding) that carries
 //             page -> Python batches; captured here and deleted from the global;
 //   token     a secret that proves a batch comes from this shim (page -> Python)
@@ -9,7 +9,9 @@
 //   dispatch  the name of the non-writable global Python calls with batches;
 //   filters   [[source, flags], ...] regular expressions: a socket whose URL
 //             matches none of them stays native, unless
-//   ask       is true: then Python decides for every socket (predicate routes).
+//   ask       is true: then Python decides for every socket (predicate routes);
+//   window    the flow-control window, in bytes, of each routed socket, and
+//   frameCost what each frame costs in it on top of its size (below).
 //
 // Page -> Python batch: '[token,' + messages + ']', each message an array:
 //   ["c", id, url, protocols]     new WebSocket(url, protocols) to route
@@ -24,7 +26,14 @@
 //   ["e", id]                         error event (readyState is CLOSED)
 //   ["c", id, code, reason, wasClean] close event (readyState is CLOSED)
 //   ["p", id]                         not routed after all: become a native socket
+//   ["a", id, n]                      Python has taken in the socket's next n frames
 //   ["r", filters, ask]               new route filters
+// A batch with messages for the page returns a promise that resolves once they are
+// all dispatched: Python keeps few bytes in flight to a page that is slow to read.
+//
+// Flow control (page -> Python): each frame costs its size plus frameCost; a socket
+// sends while less than `window` is unacknowledged, then holds its frames (they stay
+// in bufferedAmount, as on a congested network) until Python acknowledges some ("a").
 //
 // Order: frames of one socket leave in the order the page sent them, whatever
 // their type (a Blob waits for its bytes, and holds back what follows it); each
@@ -145,6 +154,7 @@
   const stringToUpperCase = uncurry(String.prototype.toUpperCase);
   const stringSlice = uncurry(String.prototype.slice);
   const MathTrunc = Math.trunc;
+  const PromiseCtor = Promise;
   const isNaNFn = Number.isNaN;
   const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
   const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
@@ -167,6 +177,8 @@
   let flushScheduled = false;
   const dirty = list(); // states with bytes counted in bufferedAmount but not yet flushed
   let dirtyCount = 0;
+  const WINDOW = config.window;
+  const FRAME_COST = config.frameCost; // what a frame costs on top of its size
 
   function setFilters(sources, askFlag) {
     const compiled = list();
@@ -273,28 +285,47 @@
     }
   }
 
-  // Queue one outgoing frame, keeping the socket's order across Blob reads.
-  function enqueueFrame(state, kind, payload) {
-    if (state.blobsPending === 0) {
-      post("[" + JSONStringify(kind) + "," + state.id + "," + JSONStringify(payload) + "]");
+  // Hand a data frame to the next batch: it leaves bufferedAmount at the flush, and uses
+  // window credit until Python acknowledges it.
+  function postFrame(state, message, size) {
+    if (state.unflushed === 0) dirty[dirtyCount++] = state;
+    state.unflushed += size;
+    const cost = size + FRAME_COST;
+    state.inflight += cost;
+    state.costs[state.costs.length] = cost;
+    post(message);
+  }
+
+  function hold(state, kind, payload, size) {
+    const entry = list();
+    entry[0] = kind;
+    entry[1] = payload;
+    entry[2] = size;
+    state.held[state.held.length] = entry;
+  }
+
+  // Queue one outgoing frame, keeping the socket's order across Blob reads and held frames.
+  function enqueueFrame(state, kind, payload, size) {
+    if (state.blobsPending === 0 && state.heldIndex === state.held.length && state.inflight < WINDOW) {
+      postFrame(state, "[" + JSONStringify(kind) + "," + state.id + "," + JSONStringify(payload) + "]", size);
     } else {
-      const entry = list();
-      entry[0] = kind;
-      entry[1] = payload;
-      state.held[state.held.length] = entry;
+      hold(state, kind, payload, size);
     }
   }
 
   function releaseHeld(state) {
     while (state.blobsPending === 0 && state.heldIndex < state.held.length) {
-      const entry = state.held[state.heldIndex++];
-      if (entry[0] === "blob") {
-        readBlob(state, entry[1]);
-      } else if (entry[0] === "raw") {
+      const entry = state.held[state.heldIndex];
+      if (entry[0] === "raw") {
         post(entry[1]);
+      } else if (state.inflight >= WINDOW) {
+        break; // the window is full: the next acknowledgement releases more
+      } else if (entry[0] === "blob") {
+        readBlob(state, entry[1], entry[2]);
       } else {
-        post("[" + JSONStringify(entry[0]) + "," + state.id + "," + JSONStringify(entry[1]) + "]");
+        postFrame(state, "[" + JSONStringify(entry[0]) + "," + state.id + "," + JSONStringify(entry[1]) + "]", entry[2]);
       }
+      state.held[state.heldIndex++] = undefined;
     }
     if (state.heldIndex === state.held.length) {
       state.held = list();
@@ -302,9 +333,28 @@
     }
   }
 
+  // Python took in the socket's next n frames: their cost leaves the window.
+  function acknowledge(state, n) {
+    const costs = state.costs;
+    let head = state.costsHead;
+    while (n-- > 0 && head < costs.length) state.inflight -= costs[head++];
+    if (head === costs.length) {
+      state.costs = list();
+      state.costsHead = 0;
+    } else if (head > 1024 && head * 2 > costs.length) {
+      const rest = list();
+      for (let i = head; i < costs.length; i++) rest[i - head] = costs[i];
+      state.costs = rest;
+      state.costsHead = 0;
+    } else {
+      state.costsHead = head;
+    }
+    releaseHeld(state);
+  }
+
   // FileReader, not blob.arrayBuffer(): resolving a promise with the bytes would look up
   // `then` on them, which a page can intercept through Object.prototype.
-  function readBlob(state, blob) {
+  function readBlob(state, blob, size) {
     state.blobsPending++;
     const reader = new FileReaderCtor();
     addEventListener(reader, "loadend", () => {
@@ -312,7 +362,7 @@
       const buffer = readerResult(reader);
       // Chromium fails the connection when it cannot read a Blob; we send it empty.
       const base64 = buffer === null ? "" : bytesToBase64(new Uint8ArrayCtor(buffer));
-      post('["b",' + state.id + "," + JSONStringify(base64) + "]");
+      postFrame(state, '["b",' + state.id + "," + JSONStringify(base64) + "]", size);
       releaseHeld(state);
     });
     readAsArrayBuffer(reader, blob);
@@ -355,9 +405,11 @@
     };
   }
 
-  // Returns whether the shim holds its binding (Python re-adds it when not).
+  // Returns a promise that resolves once the batch's messages are dispatched, or, for a
+  // batch without any, whether the shim holds its binding (Python re-adds it when not).
   function dispatchFromPython(token, batch) {
     if (token !== config.token) return undefined;
+    let delivering = false;
     for (let i = 0; i < batch.length; i++) {
       const message = batch[i];
       const op = message[0];
@@ -371,8 +423,12 @@
       if (op === "t") {
         const text = message[2];
         deliver(state, () => text);
+        delivering = true;
       } else if (op === "b") {
         deliver(state, binaryData(state, message[2]));
+        delivering = true;
+      } else if (op === "a") {
+        acknowledge(state, message[2]);
       } else if (op === "o") {
         // This call runs as a task of its own, like Chromium's DidConnect: open at once.
         if (state.readyState !== CONNECTING) continue;
@@ -396,7 +452,15 @@
         goNative(state);
       }
     }
-    return binding !== null;
+    if (!delivering) return binding !== null;
+    let resolve = null;
+    const delivered = new PromiseCtor((r) => {
+      resolve = r;
+    });
+    // Awaiting it must not consult the page's Promise.prototype.constructor (species).
+    defineProperty(delivered, "constructor", { __proto__: null, value: undefined });
+    queueTask(resolve);
+    return delivered;
   }
 
   function closeNow(state, code, reason, wasClean) {
@@ -561,6 +625,9 @@
         blobsPending: 0,
         held: list(),
         heldIndex: 0,
+        inflight: 0, // window credit in use (bytes + FRAME_COST per frame)
+        costs: list(), // the cost of each unacknowledged frame, oldest at costsHead
+        costsHead: 0,
         inner: null,
         closeRequested: null,
         closed: false,
@@ -720,18 +787,14 @@
       return;
     }
     state.bufferedAmount += size;
-    if (state.unflushed === 0) dirty[dirtyCount++] = state;
-    state.unflushed += size;
     if (kind === "blob") {
-      if (state.blobsPending === 0) readBlob(state, data);
-      else {
-        const entry = list();
-        entry[0] = "blob";
-        entry[1] = data;
-        state.held[state.held.length] = entry;
+      if (state.blobsPending === 0 && state.heldIndex === state.held.length && state.inflight < WINDOW) {
+        readBlob(state, data, size);
+      } else {
+        hold(state, "blob", data, size);
       }
     } else {
-      enqueueFrame(state, kind, payload);
+      enqueueFrame(state, kind, payload, size);
     }
   });
 
@@ -767,13 +830,7 @@
     if (mapHas(byId, state.id)) {
       const message = "[" + (wasConnecting ? '"k"' : '"x"') + "," + state.id + "," + (code === null ? "null" : code) + "," + JSONStringify(reason) + "]";
       if (state.blobsPending === 0 && state.heldIndex === state.held.length) post(message);
-      else {
-        // Frames sent before close() are still waiting for a Blob: the close waits behind them.
-        const entry = list();
-        entry[0] = "raw";
-        entry[1] = message;
-        state.held[state.held.length] = entry;
-      }
+      else hold(state, "raw", message, 0); // frames sent before close() wait for a Blob or credit: so does the close
     }
   });
 

@@ -34,6 +34,7 @@ from cdp_wsroute import (
     TargetClosedError,
     TimeoutError,
     UsageError,
+    WebSocket,
     connect,
     launch,
 )
@@ -193,18 +194,23 @@ def test_signatures(func: Callable[..., Any], expected: list[tuple[str, Any, obj
     assert_signature(func, expected)
 
 
-@pytest.mark.xfail(
-    reason="page.expect_websocket is in API.md but WebSocket observation is not built yet (README status); "
-    "this xpasses once it exists",
-    raises=AttributeError,
-    strict=False,
+@pytest.mark.parametrize(
+    ("cls", "name"), [(Page, "expect_websocket"), (WebSocket, "expect_event"), (Page, "expect_web_socket_route")]
 )
-def test_page_expect_websocket() -> None:
-    method = inspect.getattr_static(Page, "expect_websocket")
-    assert not inspect.iscoroutinefunction(method)  # used as `async with page.expect_websocket(...)`
-    params = inspect.signature(method).parameters
-    assert params["predicate"].default is None
-    assert params["timeout"].default is None
+def test_expect_methods_are_async_context_managers(cls: type, name: str) -> None:
+    method = inspect.getattr_static(cls, name)
+    assert not inspect.iscoroutinefunction(method)  # used as `async with x.expect_...(...)`
+    assert inspect.isasyncgenfunction(inspect.unwrap(method))
+
+
+def test_observation_signatures() -> None:
+    assert_signature(Page.expect_websocket, [("predicate", POS, None), ("timeout", POS, None)])
+    for method in (WebSocket.expect_event, WebSocket.wait_for_event):
+        assert_signature(method, [("event", POS, REQUIRED), ("predicate", POS, None), ("timeout", POS, None)])
+    assert inspect.iscoroutinefunction(WebSocket.wait_for_event)
+    assert isinstance(inspect.getattr_static(WebSocket, "url"), property)
+    assert callable(WebSocket.is_closed)
+    assert_signature(WebSocket.on, [("event", POS, REQUIRED), ("callback", POS, REQUIRED)])
 
 
 async def test_call_styles_against_a_browser(browser: Browser, context: BrowserContext, page: Page) -> None:

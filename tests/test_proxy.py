@@ -8,11 +8,13 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import pytest
 import trio
 
-from cdp_wsroute import Browser, UsageError, WebSocketRoute
+from cdp_wsroute import Browser, NavigationError, UsageError, WebSocketRoute
+from cdp_wsroute._http import StaticServer
 from cdp_wsroute._proxy import ProxySettings
 from tests.support import STEP
 from tests.wsservers import serve_ws
@@ -36,6 +38,7 @@ class RecordingProxy:
 
     kind: str
     refuse: bool = False
+    require: str | None = None  # "user:password" the HTTP proxy demands (407 otherwise)
     port: int = 0
     targets: list[str] = field(default_factory=list)
     credentials: list[str] = field(default_factory=list)
@@ -65,19 +68,37 @@ class RecordingProxy:
             if not chunk:
                 return None
             head += chunk
-        lines = head.decode("latin-1").split("\r\n")
-        method, target, _ = lines[0].split(" ")
-        assert method == "CONNECT"
+        text, _, rest = head.partition(b"\r\n\r\n")
+        lines = text.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ")
         self.targets.append(target)
+        given = None
         for line in lines[1:]:
             if line.lower().startswith("proxy-authorization: basic "):
-                self.credentials.append(base64.b64decode(line.split(" ", 2)[2]).decode())
+                given = base64.b64decode(line.split(" ", 2)[2]).decode()
+                self.credentials.append(given)
         if self.refuse:
             await client.send_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
             return None
-        await client.send_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        host, _, port = target.rpartition(":")
-        return host, int(port)
+        if self.require is not None and given != self.require:
+            await client.send_all(
+                b'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="test"\r\n'
+                b"content-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            return None
+        if method == "CONNECT":
+            await client.send_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            host, _, port = target.rpartition(":")
+            return host, int(port)
+        # A plain http:// request in absolute form: forward it in origin form, one per connection.
+        url = urlsplit(target)
+        kept = [line for line in lines[1:] if not line.lower().startswith(("proxy-", "connection:"))]
+        request = "\r\n".join([f"{method} {url.path or '/'}{'?' + url.query if url.query else ''} {version}", *kept])
+        async with await trio.open_tcp_stream(url.hostname or "", url.port or 80) as upstream:
+            await upstream.send_all(request.encode("latin-1") + b"\r\nconnection: close\r\n\r\n" + rest)
+            while data := await upstream.receive_some(65536):
+                await client.send_all(data)
+        return None
 
     async def _socks(self, client: trio.SocketStream) -> tuple[str, int] | None:
         async def exactly(count: int) -> bytes:
@@ -122,8 +143,8 @@ async def _pipe(source: trio.SocketStream, sink: trio.SocketStream, scope: trio.
 
 
 @asynccontextmanager
-async def serve_proxy(kind: str, *, refuse: bool = False) -> AsyncIterator[RecordingProxy]:
-    proxy = RecordingProxy(kind, refuse)
+async def serve_proxy(kind: str, *, refuse: bool = False, require: str | None = None) -> AsyncIterator[RecordingProxy]:
+    proxy = RecordingProxy(kind, refuse, require)
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(functools.partial(trio.serve_tcp, proxy.handle, 0, host="127.0.0.1"))
         proxy.port = listeners[0].socket.getsockname()[1]
@@ -203,6 +224,42 @@ async def test_the_browser_uses_the_proxy_too(browser: Browser) -> None:
         finally:
             await context.close()
     assert proxy.targets == [f"127.0.0.1:{upstream.port}"]
+
+
+async def test_the_browser_answers_its_proxys_challenge(browser: Browser, server: StaticServer) -> None:
+    server.route("/", "<title>through the proxy</title>")
+    async with serve_ws() as upstream, serve_proxy("http", require="user:p@ss") as proxy:
+        options = {"server": proxy.server, "bypass": "<-loopback>", "username": "user", "password": "p@ss"}
+        context = await browser.new_context(proxy=options)
+        try:
+            page = await context.new_page()
+            await page.goto(server.url("/"))
+            assert await page.evaluate("document.title") == "through the proxy"
+            # Chromium keeps the credentials for the proxy: its own (native) sockets use them too.
+            await page.evaluate(
+                "(url) => new Promise((resolve, reject) => {"
+                " const ws = new WebSocket(url); ws.onopen = resolve; ws.onerror = reject; })",
+                upstream.url("/native"),
+            )
+        finally:
+            await context.close()
+    assert proxy.targets[0] == server.url("/")
+    assert "user:p@ss" in proxy.credentials
+    assert f"127.0.0.1:{upstream.port}" in proxy.targets
+
+
+async def test_wrong_proxy_credentials_fail_the_navigation(browser: Browser, server: StaticServer) -> None:
+    server.route("/", "<title>unreachable</title>")
+    async with serve_proxy("http", require="user:right") as proxy:
+        options = {"server": proxy.server, "bypass": "<-loopback>", "username": "user", "password": "wrong"}
+        context = await browser.new_context(proxy=options)
+        try:
+            page = await context.new_page()
+            with trio.fail_after(STEP), pytest.raises(NavigationError):
+                await page.goto(server.url("/"))
+        finally:
+            await context.close()
+    assert proxy.credentials.count("user:wrong") == 1  # one try, no loop
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,12 +13,17 @@ from typing import Any
 import pytest
 import trio
 import trustme
+import wsproto
+import wsproto.events
+import wsproto.utilities
+from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 
 from cdp_wsroute import Browser, BrowserContext, HandshakeResponse, Page, UsageError, WebSocketRoute, enable_trace
 from cdp_wsroute._http import StaticServer
+from cdp_wsroute._upstream import Deflate
 from tests.support import STEP, closed_port, eventually
-from tests.wsservers import ServerConnection, WSServer, serve_raw, serve_ws
+from tests.wsservers import ServerConnection, WSServer, serve_deflate, serve_raw, serve_ws
 
 PAGE = """<!doctype html><script>
 window.log = [];
@@ -486,3 +492,63 @@ async def test_handshake_cookies_follow_samesite_as_natively(
     assert sorted(routed.split("; ")) == sorted(native.split("; "))
     expected = "lax=1; strict=1; unspecified=1" if where == "same-site page" else ""
     assert "; ".join(sorted(filter(None, native.split("; ")))) == expected
+
+
+# -- permessage-deflate ------------------------------------------------------------------------------
+
+
+async def test_permessage_deflate_is_offered_and_reported_like_native(page: Page, server: StaticServer) -> None:
+    async with serve_deflate() as upstream:
+        await open_page(page, server)
+        await page.evaluate("(url) => open_ws(url)", upstream.url("/native"))
+        await wait_log(page, "open ")
+        native = await page.evaluate("ws.extensions")
+        await page.evaluate("ws.close(); log.length = 0")
+
+        routes: list[WebSocketRoute] = []
+        await page.route_web_socket("**/routed", lambda route: routes.append(route.connect_to_server()))
+        await page.evaluate("(url) => open_ws(url)", upstream.url("/routed"))
+        await wait_log(page, "open ")
+        assert native.startswith("permessage-deflate")
+        assert await page.evaluate("ws.extensions") == native
+        assert upstream.offers[1] == upstream.offers[0]  # the same offer as Chromium's own
+        response = routes[0].response
+        assert response is not None
+        assert ("sec-websocket-extensions", native) in response.headers
+
+        # Compressed on the wire both ways: 100 kB of one letter is a few hundred bytes.
+        before = upstream.wire_bytes
+        await page.evaluate("ws.send('a'.repeat(100000))")
+        with trio.fail_after(STEP):
+            await page.wait_for_function("log.includes('message ' + 'a'.repeat(100000))")
+        assert upstream.messages[-1] == "a" * 100000
+        assert upstream.wire_bytes - before < 2000
+
+
+def test_deflate_stops_inflating_at_max_message_size() -> None:
+    """A small compressed frame cannot make Python allocate more than a message may hold."""
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    server = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+    deflate = Deflate(max_message_size=1024 * 1024)
+    server.receive_data(client.send(wsproto.events.Request(host="x", target="/", extensions=[deflate])))
+    assert isinstance(next(server.events()), wsproto.events.Request)
+    client.receive_data(server.send(wsproto.events.AcceptConnection(extensions=[PerMessageDeflate()])))
+    assert isinstance(next(client.events()), wsproto.events.AcceptConnection)
+    bomb = server.send(wsproto.events.BytesMessage(bytes(64 * 1024 * 1024)))
+    assert len(bomb) < 256 * 1024
+
+    tracemalloc.start()
+    try:
+        client.receive_data(bomb)
+        events = list(client.events())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(events[0], wsproto.events.CloseConnection)
+    assert events[0].code == CloseReason.MESSAGE_TOO_BIG
+    assert peak < 8 * 1024 * 1024
+
+
+def test_deflate_rejects_a_malformed_answer() -> None:
+    with pytest.raises(wsproto.utilities.RemoteProtocolError):
+        Deflate(1024).finalize("permessage-deflate; client_max_window_bits=99")

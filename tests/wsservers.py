@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 
 import trio
 import trio_websocket
+import wsproto
+import wsproto.events
+from wsproto.extensions import PerMessageDeflate
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -212,6 +215,78 @@ async def serve_raw() -> AsyncIterator[RawServer]:
     """A TCP server that reads a handshake request and lets the test decide what to do."""
     async with trio.open_nursery() as nursery:
         server = RawServer(port=0)
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, server._handle, 0, host="127.0.0.1"))
+        server.port = listeners[0].socket.getsockname()[1]
+        try:
+            yield server
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+# -- a wsproto server that speaks permessage-deflate (trio-websocket's server cannot) ---------
+
+
+@dataclass(eq=False)
+class DeflateServer:
+    port: int
+    offers: list[list[str]] = field(default_factory=list)  # Sec-WebSocket-Extensions offered, per connection
+    messages: list[str | bytes] = field(default_factory=list)
+    wire_bytes: int = 0  # bytes received after the handshakes: compressed frames are small
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    def url(self, path: str = "/ws") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def wait_for(self, predicate: Callable[[DeflateServer], bool], timeout: float = 10) -> None:
+        with trio.fail_after(timeout):
+            while not predicate(self):
+                await self.changed.wait()
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        connection = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        parts: list[str | bytes] = []
+        opened = False
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            if opened:
+                self.wire_bytes += len(data)
+            connection.receive_data(data)
+            for event in connection.events():
+                if isinstance(event, wsproto.events.Request):
+                    self.offers.append([str(e) for e in event.extensions])
+                    accept = wsproto.events.AcceptConnection(extensions=[PerMessageDeflate()])
+                    await stream.send_all(connection.send(accept))
+                    opened = True
+                    self._notify()
+                elif isinstance(event, wsproto.events.Message):
+                    parts.append(event.data)
+                    if event.message_finished:
+                        message = "".join(parts) if isinstance(event.data, str) else b"".join(parts)  # type: ignore[arg-type]
+                        parts.clear()
+                        self.messages.append(message)
+                        self._notify()
+                        reply = (
+                            wsproto.events.TextMessage(message)
+                            if isinstance(message, str)
+                            else wsproto.events.BytesMessage(message)
+                        )
+                        await stream.send_all(connection.send(reply))
+                elif isinstance(event, wsproto.events.CloseConnection):
+                    await stream.send_all(connection.send(event.response()))
+                    return
+
+
+@asynccontextmanager
+async def serve_deflate() -> AsyncIterator[DeflateServer]:
+    """An echo server on 127.0.0.1 that accepts permessage-deflate."""
+    async with trio.open_nursery() as nursery:
+        server = DeflateServer(port=0)
         listeners = await nursery.start(functools.partial(trio.serve_tcp, server._handle, 0, host="127.0.0.1"))
         server.port = listeners[0].socket.getsockname()[1]
         try:
