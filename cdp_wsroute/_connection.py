@@ -246,6 +246,7 @@ class CDPConnection:
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._outgoing: list[str] = []
+        self._writing = False  # the writer task is in transport.send()
         self._wake_writer = trio.Event()
         self._sessions: dict[str, CDPSession] = {}
         self.root = CDPSession(self, None)
@@ -313,6 +314,11 @@ class CDPConnection:
     def _queue(self, data: str) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("SEND %s", data[:1000])
+        # Straight to the transport when nothing is queued or being written before it.
+        if not self._outgoing and not self._writing and self._transport.send_now(data):
+            if self._transport.has_backlog:
+                self._wake_writer.set()
+            return
         self._outgoing.append(data)
         self._wake_writer.set()
 
@@ -323,11 +329,14 @@ class CDPConnection:
             if self.closed_reason is not None:
                 return
             batch, self._outgoing = self._outgoing, []
+            self._writing = True
             try:
                 await self._transport.send(batch)
             except TransportClosed as exc:
                 self._close(str(exc))
                 return
+            finally:
+                self._writing = False
 
     async def _reader(self) -> None:
         transport = self._transport

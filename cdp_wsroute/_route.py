@@ -49,6 +49,8 @@ from ._upstream import (
     handshake,
     merge_headers,
     open_stream,
+    receive_nowait,
+    send_messages,
     ssl_context_for,
 )
 from ._urlmatch import UrlMatcher, to_websocket_url
@@ -89,6 +91,8 @@ _CLOSE_TIMEOUT = 10.0
 # but with str lengths, which are at most four times fewer than UTF-8 bytes: a page
 # blocked on a full window always gets its acknowledgement).
 _ACK_AT = WINDOW // 4
+# The most the upstream writer puts in one write.
+_WRITE_BATCH = 1024 * 1024
 
 
 class WebSocketRoute:
@@ -446,10 +450,12 @@ class _RoutedSocket:
             self._acknowledge()
         self._relief.set()
 
+    def _server_backed_up(self) -> bool:
+        return self._server_backlog() >= WINDOW or self.document.tunnel.page_is_behind(self.document)
+
     async def _wait_for_server_room(self) -> None:
         """Stop reading from the upstream while its messages back up in Python or the page."""
-        tunnel = self.document.tunnel
-        while self._server_backlog() >= WINDOW or tunnel.page_is_behind(self.document):
+        while self._server_backed_up():
             if self.document.gone:
                 return
             self._relief = trio.Event()
@@ -750,16 +756,23 @@ class _RoutedSocket:
                     self._upstream_ended(closed.reason)
                     nursery.cancel_scope.cancel(reason="upstream closed")
                     return
-                if self.trace.isEnabledFor(logging.DEBUG):
-                    _trace_frame(self.trace, "server -> route", message)
-                if self.observed is not None:
-                    self.observed._received(message)  # connected: reported as it comes off the wire
-                if self._held is None:
-                    self._execute(self.state.server_message(message))
-                else:
-                    self._held_bytes += len(message)
-                    self._event(lambda message=message: self.state.server_message(message))  # type: ignore[misc]
+                # What the reader has queued already goes to the page in the same batch.
+                with self.document.tunnel.batching():
+                    self._server_message(message)
+                    while not self._server_backed_up() and (more := receive_nowait(ws)) is not None:
+                        self._server_message(more)
                 await self._wait_for_server_room()
+
+    def _server_message(self, message: Message) -> None:
+        if self.trace.isEnabledFor(logging.DEBUG):
+            _trace_frame(self.trace, "server -> route", message)
+        if self.observed is not None:
+            self.observed._received(message)  # connected: reported as it comes off the wire
+        if self._held is None:
+            self._execute(self.state.server_message(message))
+        else:
+            self._held_bytes += len(message)
+            self._event(lambda: self.state.server_message(message))
 
     async def _upstream_writer(self, ws: trio_websocket.WebSocketConnection, scope: trio.CancelScope) -> None:
         out = self._upstream_out
@@ -767,8 +780,9 @@ class _RoutedSocket:
             while not out:
                 await self._upstream_wake.wait()
                 self._upstream_wake = trio.Event()
-            item = out.popleft()
+            item = out[0]
             if isinstance(item, ServerClose):
+                out.popleft()
                 self._closing_upstream = True
                 # wsproto sends an empty close frame only for its own NO_STATUS_RCVD member.
                 code = CloseReason.NO_STATUS_RCVD if item.code is None else item.code
@@ -780,15 +794,26 @@ class _RoutedSocket:
                 self._upstream_ended(ws.closed)
                 scope.cancel(reason="upstream closed")
                 return
-            if self.trace.isEnabledFor(logging.DEBUG):
-                _trace_frame(self.trace, "route -> server", item.data)
+            # Every message queued now, up to a close, in one write.
+            batch: list[Message] = []
+            size = 0
+            while out and size < _WRITE_BATCH:
+                head = out[0]
+                if not isinstance(head, ServerSend):
+                    break
+                out.popleft()
+                batch.append(head.data)
+                size += len(head.data)
             try:
-                await ws.send_message(item.data)
+                await send_messages(ws, batch)
             except trio_websocket.ConnectionClosed:
                 return  # the reader reports why
-            if self.observed is not None:
-                self.observed._sent(item.data)  # connected: reported once it is on the wire
-            self._upstream_bytes -= len(item.data)
+            for data in batch:
+                if self.trace.isEnabledFor(logging.DEBUG):
+                    _trace_frame(self.trace, "route -> server", data)
+                if self.observed is not None:
+                    self.observed._sent(data)  # connected: reported once it is on the wire
+            self._upstream_bytes -= size
             if self._unacked_cost >= _ACK_AT:
                 self._acknowledge()
 

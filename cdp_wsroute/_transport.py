@@ -36,6 +36,17 @@ class Transport(Protocol):
     async def receive(self) -> str | bytes:
         """Receive one whole JSON message. Raises TransportClosed at end of stream."""
 
+    def send_now(self, message: str) -> bool:
+        """Hand over one message without waiting, if this transport can (never blocks).
+
+        True: the transport owns the message (written, or the rest kept for the next
+        ``send``, which writes it first; check ``has_backlog``). False: use ``send``.
+        """
+
+    @property
+    def has_backlog(self) -> bool:
+        """Part of a message taken by ``send_now`` still waits for ``send``."""
+
     async def aclose(self) -> None:
         """Close the transport. Idempotent."""
 
@@ -63,18 +74,41 @@ class PipeTransport:
         grow_pipe(read_fd)
         grow_pipe(write_fd)
         self._reader = trio.lowlevel.FdStream(read_fd)
-        self._writer = trio.lowlevel.FdStream(write_fd)
+        self._writer = trio.lowlevel.FdStream(write_fd)  # sets the descriptor non-blocking
+        self._write_fd = write_fd
+        self._backlog = b""  # what a send_now could not write without blocking
         self._buffer = bytearray()
         self._start = 0  # where the next unread message begins in _buffer
         self._scanned = 0  # bytes from _start already known to hold no NUL
 
     async def send(self, messages: list[str]) -> None:
         # One write for the whole batch: the browser reads it in one go, too.
-        data = "\0".join(messages).encode() + b"\0"
+        data = self._backlog + ("\0".join(messages).encode() + b"\0" if messages else b"")
+        self._backlog = b""
         try:
             await self._writer.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise TransportClosed(f"pipe to the browser closed: {exc}") from exc
+
+    def send_now(self, message: str) -> bool:
+        # Called only while no send() is running (the connection sees to it): a write
+        # straight from the caller saves a task switch on every command and answer.
+        if self._backlog:
+            return False
+        data = message.encode() + b"\0"
+        try:
+            written = os.write(self._write_fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return False  # send() reports the broken pipe
+        if written < len(data):
+            self._backlog = data[written:]
+        return True
+
+    @property
+    def has_backlog(self) -> bool:
+        return bool(self._backlog)
 
     async def receive(self) -> bytes:
         buffer = self._buffer
@@ -135,6 +169,13 @@ class WebSocketTransport:
                 await self._ws.send_message(message)
         except trio_websocket.ConnectionClosed as exc:
             raise TransportClosed(f"WebSocket to the browser closed: {exc.reason}") from exc
+
+    def send_now(self, message: str) -> bool:
+        return False
+
+    @property
+    def has_backlog(self) -> bool:
+        return False
 
     async def receive(self) -> str | bytes:
         try:

@@ -6,13 +6,19 @@ trio-websocket cannot offer extensions, so :func:`handshake` builds its
 request that offers permessage-deflate exactly as Chromium does. The inflater is
 capped: a small compressed frame cannot make Python allocate more than a message
 may hold (``max_message_size``); such a frame fails the connection with 1009.
+
+Two more reach under trio-websocket's public API, for speed on the hot path:
+:func:`send_messages` writes several messages in one write (``send_message``
+makes a system call per message) and :func:`receive_nowait` takes what its reader
+has queued without a task switch. Both use the same internals its own methods
+do; the version range in pyproject.toml pins them and the tests cover them.
 """
 
 from __future__ import annotations
 
 import ssl
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -21,7 +27,7 @@ import trio
 import trio_websocket
 import wsproto
 import wsproto.utilities
-from wsproto.events import Request
+from wsproto.events import BytesMessage, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol
 
@@ -39,6 +45,8 @@ __all__ = [
     "handshake",
     "merge_headers",
     "open_stream",
+    "receive_nowait",
+    "send_messages",
     "ssl_context_for",
 ]
 
@@ -249,3 +257,31 @@ def merge_headers(
         else:
             merged[name.lower()] = (name.encode("latin-1"), value.encode("latin-1"))
     return list(merged.values())
+
+
+async def send_messages(ws: trio_websocket.WebSocketConnection, messages: Sequence[str | bytes]) -> None:
+    """``ws.send_message`` for each of ``messages``, in one write.
+
+    Raises:
+        trio_websocket.ConnectionClosed: as ``send_message`` does.
+    """
+    if ws._close_reason:
+        raise trio_websocket.ConnectionClosed(ws._close_reason)
+    data = b"".join(
+        ws._wsproto.send(TextMessage(data=m) if isinstance(m, str) else BytesMessage(data=m)) for m in messages
+    )
+    async with ws._stream_lock:
+        try:
+            await ws._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await ws._abort_web_socket()
+            raise trio_websocket.ConnectionClosed(ws._close_reason) from None
+
+
+def receive_nowait(ws: trio_websocket.WebSocketConnection) -> str | bytes | None:
+    """The next message trio-websocket's reader has queued, or None if there is none now
+    (``ws.get_message()`` then waits, or reports the close)."""
+    try:
+        return ws._recv_channel.receive_nowait()
+    except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
+        return None

@@ -28,8 +28,8 @@
 //   ["p", id]                         not routed after all: become a native socket
 //   ["a", id, n]                      Python has taken in the socket's next n frames
 //   ["r", filters, ask]               new route filters
-// A batch with messages for the page returns a promise that resolves once they are
-// all dispatched: Python keeps few bytes in flight to a page that is slow to read.
+// A batch whose events could not all run in the call returns a promise that resolves
+// once they have: Python keeps few bytes in flight to a page that is slow to read.
 //
 // Flow control (page -> Python): each frame costs its size plus frameCost; a socket
 // sends while less than `window` is unacknowledged, then holds its frames (they stay
@@ -37,7 +37,8 @@
 //
 // Order: frames of one socket leave in the order the page sent them, whatever
 // their type (a Blob waits for its bytes, and holds back what follows it); each
-// Python -> page event is dispatched in a task of its own, in arrival order.
+// Python -> page event is dispatched in a task of its own, in arrival order (the
+// first in the call from Python itself when no earlier event waits).
 //
 // Privacy: every built-in used after start-up is captured now, so page scripts
 // that redefine JSON, Array.prototype, EventTarget, Function.prototype.call,
@@ -391,8 +392,21 @@
     dispatchEvent(target, event);
   }
 
+  // Each event for the page runs in a task of its own, as Chromium dispatches them. A call
+  // from Python is a task itself: its first event runs in it when no earlier one waits.
+  let callSlot = false;
+  function schedule(fn) {
+    if (callSlot && taskHead === taskTail) {
+      callSlot = false;
+      fn();
+    } else {
+      callSlot = false;
+      queueTask(fn);
+    }
+  }
+
   function deliver(state, data) {
-    queueTask(() => {
+    schedule(() => {
       if (state.readyState !== OPEN) return;
       fire(state.ws, new MessageEventCtor("message", { __proto__: null, data: data(), origin: state.origin }));
     });
@@ -409,7 +423,8 @@
   // batch without any, whether the shim holds its binding (Python re-adds it when not).
   function dispatchFromPython(token, batch) {
     if (token !== config.token) return undefined;
-    let delivering = false;
+    const queuedBefore = taskTail;
+    callSlot = true;
     for (let i = 0; i < batch.length; i++) {
       const message = batch[i];
       const op = message[0];
@@ -423,21 +438,20 @@
       if (op === "t") {
         const text = message[2];
         deliver(state, () => text);
-        delivering = true;
       } else if (op === "b") {
         deliver(state, binaryData(state, message[2]));
-        delivering = true;
       } else if (op === "a") {
         acknowledge(state, message[2]);
       } else if (op === "o") {
         // This call runs as a task of its own, like Chromium's DidConnect: open at once.
         if (state.readyState !== CONNECTING) continue;
+        callSlot = false;
         state.readyState = OPEN;
         state.protocol = message[2];
         state.extensions = message[3];
         fire(state.ws, new EventCtor("open"));
       } else if (op === "e") {
-        queueTask(() => {
+        schedule(() => {
           if (state.readyState === CLOSED && state.errored) return;
           state.readyState = CLOSED;
           state.errored = true;
@@ -447,12 +461,13 @@
         const code = message[2];
         const reason = message[3];
         const wasClean = message[4];
-        queueTask(() => closeNow(state, code, reason, wasClean));
+        schedule(() => closeNow(state, code, reason, wasClean));
       } else if (op === "p") {
         goNative(state);
       }
     }
-    if (!delivering) return binding !== null;
+    callSlot = false;
+    if (taskTail === queuedBefore) return binding !== null; // everything ran in this call
     let resolve = null;
     const delivered = new PromiseCtor((r) => {
       resolve = r;

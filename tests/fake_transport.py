@@ -71,6 +71,13 @@ class FakeTransport:
         if self.send_gate is not None:
             await self.send_gate.wait()
 
+    def send_now(self, message: str) -> bool:
+        return False  # like a WebSocket: everything goes through send(), batches stay observable
+
+    @property
+    def has_backlog(self) -> bool:
+        return False
+
     async def receive(self) -> str | bytes:
         if self._lost_reason is not None and self._to_client_receive.statistics().current_buffer_used == 0:
             await trio.lowlevel.checkpoint()

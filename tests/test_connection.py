@@ -1077,3 +1077,33 @@ async def test_connection_round_trip_over_pipes() -> None:
             RawEvent("Test.raw", {"k": "v"}, None),
         ]
         nursery.cancel_scope.cancel()
+
+
+async def test_pipe_send_now_keeps_what_the_pipe_cannot_take_in_order() -> None:
+    """send_now writes without blocking; a rest it keeps goes out first with the next send()."""
+    big = json.dumps({"id": 1, "method": "M", "params": {"data": "z" * (3 << 20)}})
+    async with pipe_browser() as browser, trio.open_nursery() as nursery:
+        transport = browser.transport
+        assert transport.send_now('{"id":0}')  # fits: written at once
+        assert not transport.has_backlog
+        assert transport.send_now(big)  # 3 MiB into a 1 MiB pipe: the rest is kept
+        assert transport.has_backlog
+        assert not transport.send_now('{"id":2}')  # never overtakes the kept rest
+        got: list[bytes] = []
+
+        async def read() -> None:
+            got.extend(await browser.read_messages(3))
+
+        nursery.start_soon(read)
+        await transport.send(['{"id":2}'])
+        assert not transport.has_backlog
+    assert got == [b'{"id":0}', big.encode(), b'{"id":2}']
+
+
+async def test_connection_writes_straight_through_the_pipe_and_in_order() -> None:
+    """Commands queued while the writer task is busy never overtake one it is writing."""
+    async with pipe_browser() as browser, open_connection(browser.transport) as connection:
+        for i in range(200):
+            connection.send_nowait("Test.small", {"i": i, "pad": "p" * (i * 500)})
+        received = [json.loads(m) for m in await browser.read_messages(200)]
+    assert [m["params"]["i"] for m in received] == list(range(200))
