@@ -595,7 +595,7 @@ async def connect(endpoint_url: str, *, timeout: float = 30.0) -> AsyncIterator[
                 ws_url = await _resolve_endpoint(endpoint_url)
                 try:
                     transport = await WebSocketTransport.open(ws_nursery, ws_url)
-                except (OSError, trio_websocket.HandshakeError) as exc:
+                except (OSError, ValueError, trio_websocket.HandshakeError) as exc:
                     raise LaunchError(f"Cannot connect to {ws_url}: {exc}") from exc
             if scope.cancelled_caught:
                 raise LaunchError(f"Timed out after {timeout}s connecting to {endpoint_url}")

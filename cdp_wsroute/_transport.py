@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
@@ -144,24 +145,36 @@ class WebSocketTransport:
     """CDP over a WebSocket (``ws://host:port/devtools/browser/<id>``), for ``connect()``.
 
     Resource handling: the trio-websocket connection's background task runs in the
-    nursery given to :meth:`open`; ``aclose`` closes the WebSocket.
+    nursery given to :meth:`open`; ``aclose`` closes the WebSocket and its TCP
+    stream (which trio-websocket leaves open when the browser drops the connection).
     """
 
-    def __init__(self, connection: trio_websocket.WebSocketConnection) -> None:
+    def __init__(self, connection: trio_websocket.WebSocketConnection, stream: trio.abc.Stream) -> None:
         self._ws = connection
+        self._stream = stream
 
     @classmethod
     async def open(cls, nursery: trio.Nursery, url: str) -> WebSocketTransport:
-        # No message size limit (a CDP message may carry a 256 MiB screenshot or
-        # frame) and a large receive buffer: the 4 KiB default is several times slower.
-        ws = await trio_websocket.connect_websocket_url(
-            nursery,
-            url,
-            max_message_size=1 << 40,
-            receive_buffer_size=_READ_SIZE,
-            message_queue_size=0,
-        )
-        return cls(ws)
+        parts = urlsplit(url)
+        if parts.scheme != "ws" or not parts.hostname:
+            raise ValueError(f"not a ws:// URL: {url!r}")
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port or 80)
+        try:
+            # No message size limit (a CDP message may carry a 256 MiB screenshot or
+            # frame) and a large receive buffer: the 4 KiB default is several times slower.
+            ws = await trio_websocket.wrap_client_stream(
+                nursery,
+                stream,
+                parts.netloc,
+                (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                max_message_size=1 << 40,
+                receive_buffer_size=_READ_SIZE,
+                message_queue_size=0,
+            )
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return cls(ws, stream)
 
     async def send(self, messages: list[str]) -> None:
         try:
@@ -184,7 +197,10 @@ class WebSocketTransport:
             raise TransportClosed(f"WebSocket to the browser closed: {exc.reason}") from exc
 
     async def aclose(self) -> None:
-        await self._ws.aclose()
+        try:
+            await self._ws.aclose()
+        finally:
+            await self._stream.aclose()
 
 
 def close_fd_quietly(fd: int) -> None:
