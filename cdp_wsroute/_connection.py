@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import cdp.util
 import trio
 
-from ._errors import ConnectionClosedError, ProtocolError, TargetClosedError
+from ._errors import ConnectionClosedError, ProtocolError, TargetClosedError, UsageError
 from ._events import open_service_nursery
 from ._transport import Transport, TransportClosed
 
@@ -81,6 +81,21 @@ def parse_event(method: str, params: JSON, session_id: str | None = None) -> obj
         except Exception:  # drifted enums, missing fields: the protocol moved on
             logger.debug("PyCDP could not parse %s; delivering it raw", method, exc_info=True)
     return RawEvent(method, params, session_id)
+
+
+def _serialise(message: JSON) -> str:
+    """A command as JSON text the transport can encode (checked here, in the caller's call).
+
+    Raises:
+        UsageError: a string in it is not valid Unicode (a lone surrogate).
+    """
+    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    if not data.isascii():
+        try:
+            data.encode()
+        except UnicodeEncodeError:
+            raise UsageError(f"{message.get('method')}: a string in the parameters has a lone surrogate") from None
+    return data
 
 
 class _Pending:
@@ -275,9 +290,10 @@ class CDPConnection:
             message["params"] = params
         if session_id is not None:
             message["sessionId"] = session_id
+        data = _serialise(message)
         pending = _Pending(method, session_id)
         self._pending[msg_id] = pending
-        self._queue(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
+        self._queue(data)
         try:
             await pending.done.wait()
         finally:
@@ -302,14 +318,15 @@ class CDPConnection:
         if self.closed_reason is not None:
             return
         msg_id = next(self._ids)
-        if on_reply is not None:
-            self._pending[msg_id] = _Pending(method, session_id, on_reply)
         message: JSON = {"id": msg_id, "method": method}
         if params:
             message["params"] = params
         if session_id is not None:
             message["sessionId"] = session_id
-        self._queue(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
+        data = _serialise(message)
+        if on_reply is not None:
+            self._pending[msg_id] = _Pending(method, session_id, on_reply)
+        self._queue(data)
 
     def _queue(self, data: str) -> None:
         if logger.isEnabledFor(logging.DEBUG):

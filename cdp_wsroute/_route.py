@@ -141,11 +141,18 @@ class WebSocketRoute:
 
         Never blocks; messages go out in the order sent. After the side closed
         (or the page went away) the message is dropped, as Playwright does.
+
+        Raises:
+            UsageError: ``message`` is neither str nor bytes, or is a str that is not
+                valid Unicode (a lone surrogate: a text frame must be UTF-8).
         """
-        if not isinstance(message, (str, bytes, bytearray, memoryview)):
-            raise UsageError(f"send() takes str or bytes, not {type(message).__name__}")
-        if not isinstance(message, str):
+        if isinstance(message, str):
+            if not message.isascii() and not _is_unicode(message):
+                raise UsageError("send() text must be valid Unicode: it has a lone surrogate")
+        elif isinstance(message, (bytes, bytearray, memoryview)):
             message = bytes(message)
+        else:
+            raise UsageError(f"send() takes str or bytes, not {type(message).__name__}")
         self._socket.route_send(self._side, message)
 
     def on_message(self, handler: MessageHandler) -> None:
@@ -175,8 +182,8 @@ class WebSocketRoute:
         if code is not None and not _valid_close_code(code, self._side):
             allowed = "1000-4999" if self._side is Side.SERVER else "1000 or in 3000-4999"
             raise UsageError(f"close code must be {allowed}, not {code!r}")
-        if reason is not None and len(reason.encode()) > 123:
-            raise UsageError("close reason must not be longer than 123 UTF-8 bytes")
+        if reason is not None and (not _is_unicode(reason) or len(reason.encode()) > 123):
+            raise UsageError("close reason must be valid Unicode of at most 123 UTF-8 bytes")
         self._socket.route_close(self._side, code, reason or "")
         await trio.lowlevel.checkpoint()
 
@@ -846,6 +853,15 @@ class _RoutedSocket:
     def _upstream_failed(self, reason: str, *, page_error: bool) -> None:
         self.upstream_error = UpstreamError(f"{self.url}: {reason}")
         self._execute(self.state.server_failed(reason, page_error=page_error))
+
+
+def _is_unicode(text: str) -> bool:
+    """No lone surrogates: the text can be UTF-8 encoded."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _valid_close_code(code: object, side: Side) -> bool:

@@ -297,6 +297,12 @@
     post(message);
   }
 
+  // A frame on the wire: ["t", id, text] or ["b", id, base64] (base64 needs no escaping).
+  function frameMessage(state, kind, payload) {
+    if (kind === "b") return '["b",' + state.id + ',"' + payload + '"]';
+    return '["t",' + state.id + "," + JSONStringify(payload) + "]";
+  }
+
   function hold(state, kind, payload, size) {
     const entry = list();
     entry[0] = kind;
@@ -308,7 +314,7 @@
   // Queue one outgoing frame, keeping the socket's order across Blob reads and held frames.
   function enqueueFrame(state, kind, payload, size) {
     if (state.blobsPending === 0 && state.heldIndex === state.held.length && state.inflight < WINDOW) {
-      postFrame(state, "[" + JSONStringify(kind) + "," + state.id + "," + JSONStringify(payload) + "]", size);
+      postFrame(state, frameMessage(state, kind, payload), size);
     } else {
       hold(state, kind, payload, size);
     }
@@ -324,7 +330,7 @@
       } else if (entry[0] === "blob") {
         readBlob(state, entry[1], entry[2]);
       } else {
-        postFrame(state, "[" + JSONStringify(entry[0]) + "," + state.id + "," + JSONStringify(entry[1]) + "]", entry[2]);
+        postFrame(state, frameMessage(state, entry[0], entry[1]), entry[2]);
       }
       state.held[state.heldIndex++] = undefined;
     }
@@ -363,7 +369,7 @@
       const buffer = readerResult(reader);
       // Chromium fails the connection when it cannot read a Blob; we send it empty.
       const base64 = buffer === null ? "" : bytesToBase64(new Uint8ArrayCtor(buffer));
-      postFrame(state, '["b",' + state.id + "," + JSONStringify(base64) + "]", size);
+      postFrame(state, frameMessage(state, "b", base64), size);
       releaseHeld(state);
     });
     readAsArrayBuffer(reader, blob);

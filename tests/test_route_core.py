@@ -1045,3 +1045,19 @@ async def test_200_concurrent_sockets_deliver_every_message_once_in_order(app: P
     got: list[list[str]] = await app.evaluate("got")
     assert got == [[f"echo {i}:{j}" for j in range(count)] for i in range(sockets)]
     assert received == {f"{dead}/many/{i}": [f"{i}:{j}" for j in range(count)] for i in range(sockets)}
+
+
+async def test_text_that_is_not_unicode_is_refused_where_it_is_sent(app: Page, dead: str) -> None:
+    """A lone surrogate cannot be UTF-8: a clear UsageError at the call, and the connection lives on."""
+    routes: list[WebSocketRoute] = []
+    await app.route_web_socket(f"{dead}/text", routes.append)
+    index = await open_ws(app, f"{dead}/text")
+    await wait_log(app, index, "open ")
+    with pytest.raises(UsageError, match="lone surrogate"):
+        routes[0].send("bad \ud800 text")
+    with pytest.raises(UsageError, match="valid Unicode"):
+        await routes[0].close(1000, "bad \udfff")
+    with pytest.raises(UsageError, match="lone surrogate"):
+        await app.evaluate("(s) => s.length", "bad \ud800")
+    routes[0].send("fine é ☃ 😀")
+    assert await wait_log(app, index, "message fine é ☃ 😀") == ["open ", "message fine é ☃ 😀"]
