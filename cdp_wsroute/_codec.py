@@ -222,6 +222,13 @@ def data_message(socket_id: int, data: str | bytes) -> list[Any]:
     return ["b", socket_id, base64.b64encode(data).decode("ascii")]
 
 
+def part_message(socket_id: int, data: str | bytes) -> list[Any]:
+    """A leading part of a large message: the shim joins the parts up to the final data_message."""
+    if isinstance(data, str):
+        return ["m", socket_id, "t", data]
+    return ["m", socket_id, "b", base64.b64encode(data).decode("ascii")]
+
+
 def error_message(socket_id: int) -> list[Any]:
     return ["e", socket_id]
 

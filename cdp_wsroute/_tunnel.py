@@ -47,6 +47,7 @@ from ._codec import (
     decode_batch,
     error_message,
     open_message,
+    part_message,
     passthrough_message,
 )
 from ._connection import JSON, CDPSession
@@ -63,6 +64,10 @@ __all__ = ["Document", "Tunnel", "shim_source"]
 logger = logging.getLogger("cdp_wsroute.tunnel")
 
 MAX_BATCHES_IN_FLIGHT = 2
+# Chromium fails a protocol message to a renderer of about 100 MiB and more (the page
+# crashes, the connection can wedge): big messages go in parts, batches stay well below.
+PART_BYTES = 8 * 1024 * 1024 - (8 * 1024 * 1024) % 3  # a multiple of 3: parts encode to base64 alone
+MAX_BATCH_BYTES = 16 * 1024 * 1024
 _LITERAL_BATCH_BYTES = 256 * 1024
 PAGE_HIGH_WATER = 4 * 1024 * 1024
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*$")
@@ -102,7 +107,8 @@ class Document:
     origin: str
     sockets: dict[int, _RoutedSocket] = field(default_factory=dict)
     outbox: list[list[Any]] = field(default_factory=list)
-    outbox_bytes: int = 0  # message bytes in the outbox
+    outbox_sizes: list[int] = field(default_factory=list)  # the data bytes of each outbox message
+    outbox_bytes: int = 0  # their sum
     pending_bytes: int = 0  # message bytes queued or in flight, until the page dispatched them
     batches_in_flight: int = 0
     gone: bool = False
@@ -303,6 +309,7 @@ class Tunnel:
     def _close_document(self, document: Document) -> None:
         document.gone = True
         document.outbox.clear()
+        document.outbox_sizes.clear()
         document.outbox_bytes = document.pending_bytes = 0
         self._dirty.pop(document, None)
         for socket in list(document.sockets.values()):
@@ -318,10 +325,12 @@ class Tunnel:
 
     # -- Python -> page ---------------------------------------------------------------------------
 
-    def _queue(self, document: Document, message: list[Any]) -> None:
+    def _queue(self, document: Document, message: list[Any], size: int = 0) -> None:
         if document.gone:
             return
         document.outbox.append(message)
+        document.outbox_sizes.append(size)
+        document.outbox_bytes += size
         if self._batching:
             self._dirty[document] = None  # sent when the batching block ends
         else:
@@ -343,8 +352,19 @@ class Tunnel:
     def _send_batch(self, document: Document) -> None:
         if document.gone or not document.outbox or document.batches_in_flight >= MAX_BATCHES_IN_FLIGHT:
             return  # a full document's next batch goes when an answer comes (_delivered)
-        batch, document.outbox = document.outbox, []
-        size, document.outbox_bytes = document.outbox_bytes, 0
+        if document.outbox_bytes <= MAX_BATCH_BYTES:
+            batch, document.outbox = document.outbox, []
+            size, document.outbox_bytes = document.outbox_bytes, 0
+            document.outbox_sizes = []
+        else:
+            count, size = 0, 0
+            for item in document.outbox_sizes:
+                if count and size + item > MAX_BATCH_BYTES:
+                    break
+                count, size = count + 1, size + item
+            batch, document.outbox = document.outbox[:count], document.outbox[count:]
+            del document.outbox_sizes[:count]
+            document.outbox_bytes -= size
         document.batches_in_flight += 1
         method, params = self._call(document, batch, size)
         document.session.connection.send_nowait(
@@ -373,9 +393,13 @@ class Tunnel:
     def send_to_page(self, document: Document, socket_id: int, data: str | bytes) -> None:
         if document.gone:
             return
-        document.outbox_bytes += len(data)
         document.pending_bytes += len(data)
-        self._queue(document, data_message(socket_id, data))
+        if len(data) > PART_BYTES:
+            for start in range(0, len(data) - PART_BYTES, PART_BYTES):
+                part = data[start : start + PART_BYTES]
+                self._queue(document, part_message(socket_id, part), len(part))
+            data = data[start + PART_BYTES :]
+        self._queue(document, data_message(socket_id, data), len(data))
 
     def acknowledge(self, document: Document, socket_id: int, frames: int) -> None:
         self._queue(document, ack_message(socket_id, frames))

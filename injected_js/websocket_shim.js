@@ -23,6 +23,7 @@
 // Python -> page batch (dispatch(token, batch)):
 //   ["o", id, protocol, extensions]   open
 //   ["t", id, text] / ["b", id, b64]  a message for the page
+//   ["m", id, "t"|"b", text|b64]      a leading part of a large message (the rest follows)
 //   ["e", id]                         error event (readyState is CLOSED)
 //   ["c", id, code, reason, wasClean] close event (readyState is CLOSED)
 //   ["p", id]                         not routed after all: become a native socket
@@ -148,6 +149,7 @@
   const postMessage = uncurry(MessagePort.prototype.postMessage);
   const consoleError = global.console ? global.console.error : null;
   const typedLengthOf = getter(TypedArrayProto, "length");
+  const typedSet = uncurry(TypedArrayProto.set);
   const FileReaderCtor = FileReader;
   const readAsArrayBuffer = uncurry(FileReader.prototype.readAsArrayBuffer);
   const readerResult = getter(FileReader.prototype, "result");
@@ -418,6 +420,30 @@
     });
   }
 
+  // A large message came in parts ("m"): join them with its last part.
+  function joinText(state, last) {
+    let text = "";
+    for (let i = 0; i < state.parts.length; i++) text += state.parts[i];
+    state.parts = null;
+    return text + last;
+  }
+
+  function joinBinary(state, lastBase64) {
+    const parts = state.parts;
+    state.parts = null;
+    const last = base64ToBytes(lastBase64);
+    let length = typedLengthOf(last);
+    for (let i = 0; i < parts.length; i++) length += typedLengthOf(parts[i]);
+    const bytes = new Uint8ArrayCtor(length);
+    let offset = 0;
+    for (let i = 0; i < parts.length; i++) {
+      typedSet(bytes, parts[i], offset);
+      offset += typedLengthOf(parts[i]);
+    }
+    typedSet(bytes, last, offset);
+    return () => (state.binaryType === "blob" ? new BlobCtor([bytes]) : uint8Buffer(bytes));
+  }
+
   function binaryData(state, base64) {
     return () => {
       const bytes = base64ToBytes(base64);
@@ -442,10 +468,13 @@
       const state = mapGet(byId, message[1]);
       if (state === undefined) continue;
       if (op === "t") {
-        const text = message[2];
+        const text = state.parts === null ? message[2] : joinText(state, message[2]);
         deliver(state, () => text);
       } else if (op === "b") {
-        deliver(state, binaryData(state, message[2]));
+        deliver(state, state.parts === null ? binaryData(state, message[2]) : joinBinary(state, message[2]));
+      } else if (op === "m") {
+        if (state.parts === null) state.parts = list();
+        state.parts[state.parts.length] = message[2] === "b" ? base64ToBytes(message[3]) : message[3];
       } else if (op === "a") {
         acknowledge(state, message[2]);
       } else if (op === "o") {
@@ -646,6 +675,7 @@
         blobsPending: 0,
         held: list(),
         heldIndex: 0,
+        parts: null, // the leading parts of a large message from Python, until its last
         inflight: 0, // window credit in use (bytes + FRAME_COST per frame)
         costs: list(), // the cost of each unacknowledged frame, oldest at costsHead
         costsHead: 0,

@@ -227,3 +227,47 @@ async def test_text_frames_of_every_width_flow_through_a_small_window(page: Page
     await eventually(lambda: len(received) == count, "every text frame")
     assert [int(str(m).split(":", 1)[0]) for m in received] == list(range(count))
     assert await buffered_amount(page) == 0
+
+
+async def test_messages_too_big_for_one_protocol_message_go_in_parts(page: Page, server: StaticServer) -> None:
+    """Chromium fails a protocol message of about 100 MiB: large messages and bursts are split, and
+    the page gets each one whole, in order, and the browser connection stays healthy."""
+    big = bytes(range(256)) * (120 * 1024 * 1024 // 256)  # 120 MiB
+    text = "é☃😀" * (7 * 1024 * 1024)  # 21 Mi characters, 63 MiB of UTF-8
+
+    def handler(route: WebSocketRoute) -> None:
+        def on_message(message: str | bytes) -> None:
+            route.send(big)
+            route.send(text)
+            for index in range(40):  # a 160 MiB burst
+                route.send(bytes([index]) * (4 * 1024 * 1024))
+            route.send("end")
+
+        route.on_message(on_message)
+
+    await page.route_web_socket("**/ws", handler)
+    await open_page(page, server, None)
+    checks = await page.evaluate(
+        """() => new Promise((resolve) => {
+          const ws = new WebSocket('ws://127.0.0.1:1/ws');
+          ws.binaryType = 'arraybuffer';
+          const seen = [];
+          ws.onopen = () => ws.send('go');
+          ws.onmessage = (e) => {
+            if (e.data === 'end') { resolve(seen); return; }
+            if (typeof e.data === 'string') {
+              seen.push(['text', e.data.length, e.data.slice(0, 4), e.data.slice(-4)]);
+            } else {
+              const bytes = new Uint8Array(e.data);
+              let ok = true;
+              const expected = (i) => (seen.length === 0 ? i % 256 : seen.length - 2);
+              for (let i = 0; i < bytes.length; i += 4093) ok = ok && bytes[i] === expected(i);
+              seen.push(['binary', bytes.length, ok]);
+            }
+          };
+        })"""
+    )
+    assert checks[0] == ["binary", len(big), True]
+    assert checks[1] == ["text", 4 * 7 * 1024 * 1024, "é☃😀", "é☃😀"]  # 😀 is two UTF-16 units
+    assert checks[2:] == [["binary", 4 * 1024 * 1024, True] for _ in range(40)]
+    assert await page.evaluate("1 + 1") == 2
