@@ -1,4 +1,4 @@
-"""Every task of the project: ``nox -s tests | lint | typecheck | demo``.
+"""Every task of the project: ``nox -s tests | lint | typecheck | demo | bench | soak``.
 
 Run it with nox, or with nothing but Python 3.11+: ``python3 noxfile.py -s tests``
 bootstraps nox into ``.nox/.bootstrap`` first (installing Debian's python3-venv
@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 BOOTSTRAP = ROOT / ".nox" / ".bootstrap"
+PLAYWRIGHT = "playwright==1.65.2"  # the benchmark's yardstick (nox -s bench only)
 
 try:
     import nox
@@ -72,6 +73,26 @@ if nox is not None:
         install(session)
         ensure_browser(session)
         session.run("python", "-m", "cdp_wsroute", "demo", *session.posargs)
+
+    @nox.session
+    def bench(session: nox.Session) -> None:
+        """The benchmark suite, side by side with Playwright (on our Chromium): ``-- --quick``, ``--only NAME``."""
+        install(session)
+        # Playwright is only a yardstick, so it lives here; it drives our browser and downloads none.
+        # If it cannot be installed the bench says so and measures the rest.
+        session.install(PLAYWRIGHT, env={"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}, success_codes=[0, 1])
+        ensure_browser(session)
+        session.run("python", str(ROOT / "benchmarks" / "bench.py"), *session.posargs)
+        # Observation under load: every frame reported, once, in order (native, mocked, pass-through).
+        frames = "2000" if "--quick" in session.posargs else "20000"
+        session.run("python", str(ROOT / "benchmarks" / "observe.py"), "--frames", frames)
+
+    @nox.session
+    def soak(session: nox.Session) -> None:
+        """Load and churn, looking for leaks (about 4 minutes): ``-- --quick`` (under a minute), ``--minutes N``."""
+        install(session)
+        ensure_browser(session)
+        session.run("python", str(ROOT / "benchmarks" / "soak.py"), *session.posargs)
 
 
 def _bootstrap() -> None:

@@ -1,0 +1,1 @@
+"""The pieces of the benchmark suite; ``benchmarks/bench.py`` is the entry point."""
