@@ -57,7 +57,7 @@ if nox is not None:
     @nox.session
     def lint(session: nox.Session) -> None:
         """ruff format --check and ruff check."""
-        session.install("ruff>=0.6")
+        session.install("ruff>=0.17,<0.18")
         session.run("ruff", "format", "--check", ".")
         session.run("ruff", "check", ".")
 
