@@ -10,6 +10,7 @@ context (listed in ``Browser.contexts`` only for ``connect()``, as Playwright do
 from __future__ import annotations
 
 import json
+import math
 import os
 import urllib.parse
 import urllib.request
@@ -23,7 +24,7 @@ import trio_websocket
 from ._browsers import check_version, find_executable, parse_version
 from ._connection import JSON, CDPConnection, CDPSession, open_connection
 from ._errors import ConnectionClosedError, LaunchError, ProtocolError, TargetClosedError, UsageError
-from ._events import DEFAULT_TIMEOUT, Changes, EventEmitter, deadline, open_service_nursery
+from ._events import DEFAULT_TIMEOUT, Changes, EventEmitter, deadline, open_service_nursery, timeout_seconds
 from ._page import Page, _same_route, gather
 from ._process import BrowserProcess
 from ._proxy import ProxySettings
@@ -513,7 +514,7 @@ async def launch(
         executable_path: the browser binary; default $CDP_WSROUTE_CHROMIUM, then browsers.lock.
         headless: run without a window (the default).
         args: extra command-line flags, after ours.
-        timeout: seconds to wait for the browser to start.
+        timeout: seconds to wait for the browser to start (0: no limit).
 
     Raises:
         LaunchError: the browser did not start; names the executable, flags and its last stderr lines.
@@ -523,6 +524,7 @@ async def launch(
     by cancellation) closes the browser, kills what is left of its process group
     and removes the profile.
     """
+    limit = timeout_seconds(timeout) or math.inf
     executable = find_executable(executable_path)
     try:
         process = BrowserProcess.spawn(executable, headless=headless, args=tuple(args))
@@ -533,7 +535,7 @@ async def launch(
             async with open_connection(process.transport()) as connection, trio.open_nursery() as nursery:
                 browser = Browser(connection, nursery, process=process)
                 try:
-                    with trio.move_on_after(timeout) as scope:
+                    with trio.move_on_after(limit) as scope:
                         await browser._start()
                     if scope.cancelled_caught:
                         raise _launch_error(process, f"the browser did not answer within {timeout}s")
@@ -589,9 +591,10 @@ async def connect(endpoint_url: str, *, timeout: float = 30.0) -> AsyncIterator[
     Raises:
         LaunchError: the endpoint could not be reached or is not a browser.
     """
+    limit = timeout_seconds(timeout) or math.inf
     with _single_errors():
         async with open_service_nursery() as ws_nursery:
-            with trio.move_on_after(timeout) as scope:
+            with trio.move_on_after(limit) as scope:
                 ws_url = await _resolve_endpoint(endpoint_url)
                 try:
                     transport = await WebSocketTransport.open(ws_nursery, ws_url)
@@ -602,7 +605,7 @@ async def connect(endpoint_url: str, *, timeout: float = 30.0) -> AsyncIterator[
             async with open_connection(transport) as connection, trio.open_nursery() as nursery:
                 browser = Browser(connection, nursery, process=None)
                 try:
-                    with trio.move_on_after(timeout) as scope:
+                    with trio.move_on_after(limit) as scope:
                         await browser._start()
                     if scope.cancelled_caught:
                         raise LaunchError(f"{endpoint_url} did not answer Browser.getVersion within {timeout}s")

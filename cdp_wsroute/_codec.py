@@ -102,10 +102,12 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\]
 def check_websocket_url(url: str) -> None:
     """Raise ValueError unless ``url`` is what a browser's URL parser makes of a WebSocket URL.
 
-    The shim only sends serialised URLs; anything else (control characters,
-    spaces, a fragment, no or a malformed host, a bad port) is a forgery, and must
-    never reach a route or a connection.
+    The shim only sends serialised URLs; anything else (non-ASCII, control
+    characters, spaces, a fragment, no or a malformed host, a bad port) is a
+    forgery, and must never reach a route or a connection.
     """
+    if not url.isascii():
+        raise ValueError("url with characters a URL serialiser percent-encodes (non-ASCII)")
     if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url) or "#" in url:
         raise ValueError("url with whitespace, control characters or a fragment")
     parts = urlsplit(url)
@@ -174,7 +176,11 @@ def _decode_one(item: Any) -> PageMessage:
         code = item[2]
         if code is not None and (type(code) is not int or not is_valid_close_code(code)):
             raise ValueError(f"bad close code {code!r:.20}")
-        if len(item[3].encode("utf-8", "surrogatepass")) > 123:
+        try:
+            reason_bytes = item[3].encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("close reason is not valid Unicode (lone surrogate)") from None
+        if len(reason_bytes) > 123:
             raise ValueError("close reason longer than 123 bytes")
         return Close(_socket_id(item[1]), code, item[3], op == "k")
     if op == "l":

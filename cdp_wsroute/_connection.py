@@ -423,6 +423,10 @@ class CDPConnection:
 
     def _close_session(self, session: CDPSession, reason: str) -> None:
         session._close(reason)
+        self.fail_pending(session, reason)
+
+    def fail_pending(self, session: CDPSession, reason: str) -> None:
+        """Fail the session's unanswered commands with TargetClosedError (its target crashed or left)."""
         for msg_id, pending in list(self._pending.items()):
             if pending.session_id == session.session_id and not pending.done.is_set():
                 if pending.on_reply is not None:

@@ -10,12 +10,33 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-from ._errors import TimeoutError
+from ._errors import TimeoutError, UsageError
 
-__all__ = ["DEFAULT_TIMEOUT", "Changes", "EventEmitter", "EventInfo", "deadline", "open_service_nursery"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Changes",
+    "EventEmitter",
+    "EventInfo",
+    "deadline",
+    "open_service_nursery",
+    "timeout_seconds",
+]
 
 DEFAULT_TIMEOUT = 30.0
 T = TypeVar("T")
+
+
+def timeout_seconds(timeout: float | None) -> float:
+    """A ``timeout=`` argument in seconds (None: the 30 s default; 0 stays 0, no limit).
+
+    Raises:
+        UsageError: a negative, NaN or non-numeric timeout.
+    """
+    if timeout is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise UsageError(f"timeout must be a number of seconds >= 0 (0: no limit), not {timeout!r}")
+    return float(timeout)
 
 
 @contextmanager
@@ -25,7 +46,7 @@ def deadline(timeout: float | None, what: str) -> Iterator[trio.CancelScope]:
     Raises:
         TimeoutError: naming ``what`` was waited for.
     """
-    seconds = DEFAULT_TIMEOUT if timeout is None else timeout
+    seconds = timeout_seconds(timeout)
     limit = math.inf if seconds == 0 else seconds
     with trio.move_on_after(limit) as scope:
         yield scope
@@ -111,7 +132,7 @@ class EventInfo(Generic[T]):
     """
 
     def __init__(self, timeout: float | None, what: str) -> None:
-        seconds = DEFAULT_TIMEOUT if timeout is None else timeout
+        seconds = timeout_seconds(timeout)
         self._seconds = seconds
         self._deadline = math.inf if seconds == 0 else trio.current_time() + seconds
         self._what = what

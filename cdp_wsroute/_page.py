@@ -19,7 +19,7 @@ import trio
 
 from ._connection import JSON, CDPSession
 from ._errors import Error, NavigationError, ProtocolError, TargetClosedError, UsageError
-from ._events import DEFAULT_TIMEOUT, Changes, EventEmitter, EventInfo, deadline
+from ._events import DEFAULT_TIMEOUT, Changes, EventEmitter, EventInfo, deadline, timeout_seconds
 from ._js import (
     NEVER_RAN,
     call_argument,
@@ -167,7 +167,9 @@ class Frame:
         page = self._page
         if self._context_id is None:
             with deadline(DEFAULT_TIMEOUT, f"waiting for the execution context of {self!r}"):
-                await page._changes.wait_for(lambda: self._context_id is not None or self._detached or page._closed)
+                await page._changes.wait_for(
+                    lambda: self._context_id is not None or self._detached or page._closed or page._crashed
+                )
         self._check_alive()
         assert self._context_id is not None
         return self._session, self._context_id
@@ -257,7 +259,7 @@ class Frame:
             raise UsageError(f'polling must be "raf" or a positive number of milliseconds, not {polling!r}')
         argument = call_argument(arg)
         declaration = wait_for_function_source(expression, is_function=is_function_source(expression))
-        seconds = DEFAULT_TIMEOUT if timeout is None else timeout
+        seconds = timeout_seconds(timeout)
         page_ms = 0 if seconds == 0 else seconds * 1000 + 1000
         with deadline(timeout, f"waiting for function {expression[:80]!r}"):
             while True:
@@ -319,7 +321,12 @@ class Frame:
             if loader_id is None:
                 # Same-document navigation: Chromium answers before it reports the new URL.
                 await page._changes.wait_for(
-                    lambda: self._same_document_navigations != same_document or self._detached or page._closed
+                    lambda: (
+                        self._same_document_navigations != same_document
+                        or self._detached
+                        or page._closed
+                        or page._crashed
+                    )
                 )
                 page._check_open()
                 return
@@ -330,7 +337,7 @@ class Frame:
         event = _LIFECYCLE.get(wait_until)
 
         def reached() -> bool:
-            if page._closed or self._detached:
+            if page._closed or page._crashed or self._detached:
                 return True
             if loader_id not in self._committed:
                 return False
@@ -464,7 +471,7 @@ class Page(EventEmitter):
         with deadline(timeout, f'reloading "{self.url}", waiting until "{wait_until}"'):
             await self._session.send("Page.reload")
             await self._changes.wait_for(
-                lambda: self._closed or frame._loader_id != seen[1] or len(frame._committed) != seen[0]
+                lambda: self._closed or self._crashed or frame._loader_id != seen[1] or len(frame._committed) != seen[0]
             )
             self._check_open()
             assert frame._loader_id is not None
@@ -732,7 +739,7 @@ class Page(EventEmitter):
 
     async def _sync_ws_routes(self) -> None:
         """Bring the page's shim in line with its routes (install it on first use)."""
-        if self._closed or not self._ready.is_set():
+        if self._closed or self._crashed or not self._ready.is_set():
             return  # a page still initialising installs the tunnel itself
         had_tunnel = self._tunnel is not None
         tunnel = self._ensure_tunnel()
@@ -750,7 +757,8 @@ class Page(EventEmitter):
     # -- internals --------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._closed:
+        """Raise TargetClosedError once the page is closed or crashed (a crashed page can only be closed)."""
+        if self._closed or self._crashed:
             raise TargetClosedError(self._close_reason)
 
     def _add_frame_session(self, session: CDPSession) -> None:
@@ -960,6 +968,10 @@ class Page(EventEmitter):
     def _on_crashed(self, params: JSON) -> None:
         self._crashed = True
         self._close_reason = "Target crashed"
+        # The renderer is gone: what waits for it never gets an answer. Page.close() still works.
+        connection = self._context._browser._connection
+        for session in list(self._sessions.values()):
+            connection.fail_pending(session, self._close_reason)
         if self._tunnel is not None:
             self._tunnel.close()  # every document died with the renderer
         for waiter in list(self._waiters):

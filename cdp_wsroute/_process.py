@@ -8,7 +8,10 @@ leads a new session so its whole process group can be killed at the end.
 The browser dies with its owner without help: when our process ends, for any
 reason including SIGKILL, the kernel closes our end of the pipe and Chromium
 exits on end of file. Everything else (the group's stragglers, the temporary
-profile) is removed by :meth:`BrowserProcess.cleanup`.
+profile) is removed by :meth:`BrowserProcess.cleanup`; should the owner die
+without running it (SIGTERM with no handler, SIGKILL), a detached ``sh`` janitor
+that waits on a pipe from the owner removes the temporary directory once the
+browser's process group is gone.
 """
 
 from __future__ import annotations
@@ -25,6 +28,21 @@ import trio
 from ._transport import PipeTransport, close_fd_quietly
 
 __all__ = ["DEFAULT_ARGS", "BrowserProcess"]
+
+# The janitor: a grandchild in its own session (init reaps it), holding the read end of
+# a pipe whose write end only the owner has. End of file (the owner closed it or died)
+# -> wait up to 30 s for the browser's group ($0) to go, else kill it as cleanup() would
+# -> remove the directory ($1).
+_JANITOR = """(
+  cat >/dev/null
+  i=0
+  while kill -0 "-$0" 2>/dev/null; do
+    if [ "$i" -ge 300 ]; then kill -9 "-$0" 2>/dev/null; break; fi
+    sleep 0.1
+    i=$((i + 1))
+  done
+  rm -rf -- "$1"
+) <&3 3<&- >/dev/null 2>&1 &"""
 
 # Flags for a quiet, deterministic automation browser on a machine with no
 # network but loopback. Each one removes a source of background work or flakiness.
@@ -96,6 +114,7 @@ class BrowserProcess:
         self.returncode: int | None = None
         self._read_fd: int | None = read_fd
         self._write_fd: int | None = write_fd
+        self._janitor_fd = _start_janitor(pid, temp_dir)
         self._cleaned = False
 
     @property
@@ -235,3 +254,36 @@ class BrowserProcess:
                 pass
             self.returncode = self.returncode if self.returncode is not None else -signal.SIGKILL
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if self._janitor_fd is not None:
+            close_fd_quietly(self._janitor_fd)  # the janitor finds nothing left to do and exits
+            self._janitor_fd = None
+
+
+def _start_janitor(browser_pid: int, temp_dir: str) -> int | None:
+    """Start the janitor (see _JANITOR); returns the pipe end that keeps it waiting.
+
+    Best effort: without /bin/sh the directory is still removed by cleanup().
+    """
+    read_fd, write_fd = os.pipe()  # neither is inherited by later spawns
+    try:
+        shell = os.posix_spawn(
+            "/bin/sh",
+            ["sh", "-c", _JANITOR, str(browser_pid), temp_dir],
+            {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, read_fd, 3),
+            ],
+            setsid=True,
+            setsigdef=(signal.SIGINT, signal.SIGTERM, signal.SIGPIPE),
+        )
+    except OSError:
+        close_fd_quietly(write_fd)
+        return None
+    finally:
+        close_fd_quietly(read_fd)
+    try:
+        os.waitpid(shell, 0)  # the shell forks the janitor and exits at once
+    except ChildProcessError:
+        pass  # SIGCHLD is ignored: the kernel reaped it
+    return write_fd

@@ -41,9 +41,10 @@ from wsproto.frame_protocol import CloseReason
 
 from ._codec import FRAME_COST, WINDOW, check_websocket_url, is_protocol_token
 from ._errors import Error, UpstreamError, UsageError, WebSocketClosedError
-from ._events import DEFAULT_TIMEOUT
+from ._events import DEFAULT_TIMEOUT, timeout_seconds
 from ._upstream import (
     CONNECT_FAILURES,
+    Upstream,
     describe_failure,
     first_leaf,
     handshake,
@@ -87,6 +88,8 @@ RouteHandler = Callable[["WebSocketRoute"], Any]
 _PROTOCOL_FAILURES = {1002, 1003, 1007, 1009, 1010}
 # How long a close handshake may take before the connection counts as dropped.
 _CLOSE_TIMEOUT = 10.0
+# How long an owner torn down by cancellation may spend writing an upstream's 1001 close frame.
+_GOING_AWAY_GRACE = 1.0
 # Acknowledge the page's frames in steps of a quarter window (counted the shim's way
 # but with str lengths, which are at most four times fewer than UTF-8 bytes: a page
 # blocked on a full window always gets its acknowledgement).
@@ -329,6 +332,10 @@ class RouteEntry:
     pull: bool = False  # messages from the page queue for receive() from the start
     remaining: int | None = None  # routes this many sockets, then retires
 
+    def __post_init__(self) -> None:
+        if not callable(self.handler):
+            raise UsageError(f"route_web_socket() takes a callable handler, not {self.handler!r:.60}")
+
 
 class _Pull:
     """The queue behind ``receive()`` for one side."""
@@ -519,6 +526,7 @@ class _RoutedSocket:
         self.state.close_handler[side] = True
 
     async def receive(self, side: Side, timeout: float | None) -> Message:
+        seconds = timeout_seconds(timeout)
         if side is Side.SERVER and self.server_route is None:
             raise UsageError("receive() on the server side needs connect_to_server() first")
         if self._runner_active and trio.lowlevel.current_task() is self._runner_task:
@@ -530,7 +538,6 @@ class _RoutedSocket:
             closed_side = self.state.page if side is Side.PAGE else self.state.server
             if closed_side.value in ("closed", "closing"):
                 pull.closed = (None, None)
-        seconds = DEFAULT_TIMEOUT if timeout is None else timeout
         with trio.move_on_after(seconds if seconds else float("inf")) as scope:
             while not pull.messages:
                 if pull.closed is not None:
@@ -693,6 +700,7 @@ class _RoutedSocket:
     async def _run_upstream(self) -> None:
         tunnel = self.document.tunnel
         stream: trio.abc.Stream | None = None
+        upstream: Upstream | None = None
         with trio.CancelScope() as scope:
             self._upstream_cancel = scope
             try:
@@ -734,6 +742,12 @@ class _RoutedSocket:
                     self.trace.debug("upstream failed: %s", describe_failure(failure))
                 # Before the handshake completed the page sees error + 1006; after, a drop (1006 only).
                 self._upstream_failed(describe_failure(failure), page_error=not self._upstream_open)
+            except* trio.Cancelled:
+                # Torn down from outside (the launch() block cancelled, a handler raised):
+                # say goodbye as the browser does for its own sockets, not by dropping.
+                if upstream is not None:
+                    await upstream.going_away(_GOING_AWAY_GRACE)
+                raise
             finally:
                 self._upstream_cancel = None
                 # What never reached the server is dropped: it no longer holds the page back.

@@ -73,9 +73,11 @@ PAGE_HIGH_WATER = 4 * 1024 * 1024
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*$")
 
 
-@functools.cache
 def _site_for_cookies(frame: Frame) -> tuple[str, str] | None:
-    """The top-level site, if the frame and all its ancestors are same-site with it (else None)."""
+    """The top-level site, if the frame and all its ancestors are same-site with it (else None).
+
+    Read from the frames' current URLs at each handshake (never cached: frames navigate).
+    """
     chain = []
     current: Frame | None = frame
     while current is not None:

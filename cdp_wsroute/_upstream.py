@@ -27,7 +27,8 @@ import trio
 import trio_websocket
 import wsproto
 import wsproto.utilities
-from wsproto.events import BytesMessage, Request, TextMessage
+from wsproto.connection import ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol
 
@@ -111,9 +112,26 @@ class Deflate(PerMessageDeflate):
 class Upstream:
     """An open upstream: the trio-websocket connection and what the handshake negotiated."""
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection, deflate: Deflate) -> None:
+    def __init__(self, ws: trio_websocket.WebSocketConnection, stream: _WatchedStream, deflate: Deflate) -> None:
         self.ws = ws
         self.extensions = deflate.accepted if deflate.enabled() else ""
+        self._stream = stream
+
+    async def going_away(self, grace: float) -> None:
+        """Write a 1001 close frame, shielded, within ``grace`` seconds, without waiting for an answer.
+
+        For an owner torn down by cancellation: what the browser sends for its own
+        sockets when it shuts down. Skipped once a close frame went out, or if a
+        write was interrupted (a frame may be half written; only dropping is safe).
+        """
+        if self._stream.torn or self.ws._wsproto.state is not ConnectionState.OPEN:
+            return
+        data = self.ws._wsproto.send(CloseConnection(code=CloseReason.GOING_AWAY))
+        with trio.CancelScope(shield=True), trio.move_on_after(grace):
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
 
 
 class _WatchedStream(trio.abc.Stream):
@@ -123,12 +141,17 @@ class _WatchedStream(trio.abc.Stream):
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.eof = trio.Event()
+        self.torn = False  # a write was interrupted: the peer may have part of a frame
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.torn = True
             self.eof.set()  # trio-websocket's reader stops here and would never report it
+            raise
+        except BaseException:
+            self.torn = True
             raise
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -214,7 +237,7 @@ async def handshake(
         race.start_soon(dropped)
     if not ws._open_handshake.is_set():
         raise Dropped("the server closed the connection during the handshake")
-    return Upstream(ws, deflate)
+    return Upstream(ws, watched, deflate)
 
 
 def describe_failure(exc: BaseException) -> str:

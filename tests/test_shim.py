@@ -65,13 +65,22 @@ def never(url: str) -> bool:
 
 
 async def echo_or_close(conn: ServerConnection) -> None:
-    """Echo every message; on "please-close", close with 4000 "server bye"."""
+    """Echo every message; on "please-close", close with 4000 "server bye".
+
+    Once the peer is closing it keeps reading (and recording): frames that arrived with the
+    close frame are still queued, and stopping at a failed echo would lose them from the record.
+    """
     while True:
         message = await conn.ws.get_message()
         if message == "please-close":
             await conn.ws.aclose(4000, "server bye")
             return
-        await conn.ws.send_message(message)
+        if conn.ws.closed is not None:
+            continue
+        try:
+            await conn.ws.send_message(message)
+        except trio_websocket.ConnectionClosed:
+            continue
 
 
 def is_native(conn: ServerConnection) -> bool:
@@ -797,14 +806,11 @@ async def test_close_does_not_overtake_frames_sent_before_it(fidelity: Fidelity)
         await conn.wait_for(lambda c: c.closed is not None)
         server_side[mode] = {"messages": [repr(m) for m in conn.messages], "closed": repr(conn.closed)}
     sent = [repr(b"first: a blob"), repr("second: text"), repr(b"\x03\x03\x03")]
-    # Our tunnel keeps the close behind every frame sent before it, whatever their type.
-    assert server_side["passthrough"]["messages"] == sent
-    # Chromium itself (native, and the declined socket, which is native) sometimes drops the
-    # frames still queued behind a Blob when close() follows at once (seen about 1 run in 5):
-    # what it delivers is a prefix, in order.
-    for mode in ("native", "declined"):
-        got = server_side[mode]["messages"]
-        assert got == sent[: len(got)], mode
+    # Our tunnel keeps the close behind every frame sent before it, whatever their type, as
+    # Chromium does (the declined socket is native). The frames often reach the server in the
+    # same read as the close: echo_or_close keeps recording after its echo fails.
+    for mode in modes:
+        assert server_side[mode]["messages"] == sent, mode
     assert_same_as_native({mode: {"server": server_side[mode]["closed"], "page": page_side[mode]} for mode in modes})
 
 

@@ -458,7 +458,15 @@ window.open_as = (url) => {
 </script>"""
 
 
-@pytest.mark.parametrize("where", ["same-site page", "cross-site page", "same-site iframe in a cross-site page"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "same-site page",
+        "cross-site page",
+        "same-site iframe in a cross-site page",
+        "cross-site page after a same-site one in the frame",
+    ],
+)
 async def test_handshake_cookies_follow_samesite_as_natively(
     context: BrowserContext, server: StaticServer, other_server: StaticServer, upstream: WSServer, where: str
 ) -> None:
@@ -473,8 +481,19 @@ async def test_handshake_cookies_follow_samesite_as_natively(
     server.route("/cookies", COOKIE_PAGE)
     other_server.route("/cookies", COOKIE_PAGE)
     page = await context.new_page()
+    await page.route_web_socket("**/routed", lambda route: route.connect_to_server())
+    first = 0
     if where == "same-site page":
         await page.goto(server.url("/cookies"))
+        frame = page.main_frame
+    elif where.startswith("cross-site page after"):
+        # The frame's site is read at each handshake: a navigation changes what is sent.
+        await page.goto(server.url("/cookies"))
+        await page.evaluate("(url) => open_as(url)", upstream.url("/routed"))
+        first_conn = await upstream.next_connection(0)
+        assert "strict=1" in first_conn.headers.get("cookie", "")
+        first = 1
+        await page.goto(other_server.url("/cookies"))
         frame = page.main_frame
     elif where == "cross-site page":
         await page.goto(other_server.url("/cookies"))
@@ -484,11 +503,10 @@ async def test_handshake_cookies_follow_samesite_as_natively(
         await page.goto(other_server.url("/outer"))
         frame = page.frames[1]
         await frame.wait_for_function("typeof open_as === 'function'")
-    await page.route_web_socket("**/routed", lambda route: route.connect_to_server())
     for index, path in enumerate(("/native", "/routed")):
         await frame.evaluate("(url) => open_as(url)", upstream.url(path))
-        await upstream.next_connection(index)
-    native, routed = (conn.headers.get("cookie", "") for conn in upstream.connections)
+        await upstream.next_connection(first + index)
+    native, routed = (conn.headers.get("cookie", "") for conn in upstream.connections[first:])
     assert sorted(routed.split("; ")) == sorted(native.split("; "))
     expected = "lax=1; strict=1; unspecified=1" if where == "same-site page" else ""
     assert "; ".join(sorted(filter(None, native.split("; ")))) == expected
