@@ -77,17 +77,21 @@ class PipeTransport:
         self._reader = trio.lowlevel.FdStream(read_fd)
         self._writer = trio.lowlevel.FdStream(write_fd)  # sets the descriptor non-blocking
         self._write_fd = write_fd
-        self._backlog = b""  # what a send_now could not write without blocking
+        # What a send_now could not write without blocking, as views: a big command is never copied.
+        self._backlog: list[bytes | memoryview] = []
         self._buffer = bytearray()
         self._start = 0  # where the next unread message begins in _buffer
         self._scanned = 0  # bytes from _start already known to hold no NUL
 
     async def send(self, messages: list[str]) -> None:
         # One write for the whole batch: the browser reads it in one go, too.
-        data = self._backlog + ("\0".join(messages).encode() + b"\0" if messages else b"")
-        self._backlog = b""
+        parts = self._backlog
+        self._backlog = []
+        if messages:
+            parts.append("\0".join(messages).encode() + b"\0")
         try:
-            await self._writer.send_all(data)
+            for part in parts:
+                await self._writer.send_all(part)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise TransportClosed(f"pipe to the browser closed: {exc}") from exc
 
@@ -96,15 +100,17 @@ class PipeTransport:
         # straight from the caller saves a task switch on every command and answer.
         if self._backlog:
             return False
-        data = message.encode() + b"\0"
+        data = message.encode()
         try:
-            written = os.write(self._write_fd, data)
+            written = os.writev(self._write_fd, (data, b"\0"))  # the terminator without a copy
         except BlockingIOError:
             written = 0
         except OSError:
             return False  # send() reports the broken pipe
         if written < len(data):
-            self._backlog = data[written:]
+            self._backlog = [memoryview(data)[written:], b"\0"]
+        elif written == len(data):
+            self._backlog = [b"\0"]
         return True
 
     @property
