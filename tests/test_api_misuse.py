@@ -31,51 +31,11 @@ from cdp_wsroute import (
     WebSocketRoute,
 )
 from cdp_wsroute._http import StaticServer
+from tests.socklog import PAGE, get_log, open_ws, wait_closed, wait_log
 from tests.support import STEP, closed_port, eventually
 from tests.wsservers import ServerConnection, WSServer, serve_ws
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
-
-HELPERS = """
-window.socks = [];
-window.logs = [];
-window.openWs = (url) => {
-  const i = socks.length;
-  const log = [];
-  logs.push(log);
-  const ws = new WebSocket(url);
-  socks.push(ws);
-  ws.binaryType = "arraybuffer";
-  ws.onopen = () => log.push("open");
-  ws.onmessage = (e) => log.push(typeof e.data === "string" ? "message " + e.data : "binary " + e.data.byteLength);
-  ws.onerror = () => log.push("error");
-  ws.onclose = (e) => log.push(`close ${e.code} ${e.reason} ${e.wasClean}`);
-  return i;
-};
-"""
-PAGE = f"<!doctype html><title>misuse</title><script>{HELPERS}</script>"
-
-Log = list[str]
-
-
-async def open_ws(page: Page, url: str) -> int:
-    index: int = await page.evaluate("(url) => openWs(url)", url)
-    return index
-
-
-async def get_log(page: Page, index: int) -> Log:
-    log: Log = await page.evaluate("(i) => logs[i]", index)
-    return log
-
-
-async def wait_log(page: Page, index: int, entry: str) -> Log:
-    await page.wait_for_function("([i, e]) => logs[i].includes(e)", [index, entry], timeout=STEP)
-    return await get_log(page, index)
-
-
-async def wait_closed(page: Page, index: int) -> Log:
-    await page.wait_for_function("(i) => logs[i].some((e) => e.startsWith('close '))", index, timeout=STEP)
-    return await get_log(page, index)
 
 
 @dataclass

@@ -42,55 +42,14 @@ from cdp_wsroute import (
 )
 from cdp_wsroute._http import StaticServer
 from cdp_wsroute._pytest_plugin import SharedBrowser
+from tests.socklog import PAGE, Log, get_log, open_ws, wait_closed, wait_log
 from tests.support import STEP, closed_port, eventually
 from tests.wsservers import ServerConnection, serve_ws
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
-HELPERS = """
-window.socks = [];
-window.logs = [];
-window.openWs = (url) => {
-  const i = socks.length;
-  const log = [];
-  logs.push(log);
-  const ws = new WebSocket(url);
-  socks.push(ws);
-  ws.binaryType = "arraybuffer";
-  ws.onopen = () => log.push("open");
-  ws.onmessage = (e) =>
-    log.push(typeof e.data === "string" ? "message " + e.data : "binary " + e.data.byteLength);
-  ws.onerror = () => log.push("error");
-  ws.onclose = (e) => log.push(`close ${e.code} ${e.reason} ${e.wasClean}`);
-  return i;
-};
-"""
-PAGE = f"<!doctype html><title>faults</title><script>{HELPERS}</script>"
-
-Log = list[str]
-
 
 # -- what the page shows -----------------------------------------------------------------------
-
-
-async def open_ws(target: Page | Frame, url: str) -> int:
-    index: int = await target.evaluate("(url) => openWs(url)", url)
-    return index
-
-
-async def get_log(target: Page | Frame, index: int) -> Log:
-    log: Log = await target.evaluate("(i) => logs[i]", index)
-    return log
-
-
-async def wait_log(target: Page | Frame, index: int, entry: str) -> Log:
-    await target.wait_for_function("([i, e]) => logs[i].includes(e)", [index, entry], timeout=STEP)
-    return await get_log(target, index)
-
-
-async def wait_closed(target: Page | Frame, index: int) -> Log:
-    await target.wait_for_function("(i) => logs[i].some((e) => e.startsWith('close '))", index, timeout=STEP)
-    return await get_log(target, index)
 
 
 def close_code(conn: ServerConnection) -> int | None:
@@ -791,20 +750,21 @@ async def test_calls_on_a_crashed_page_fail(server: StaticServer) -> None:
         page = await load(await browser.new_page(), server)
         await page.route_web_socket("**/echo", echo_route)
         outcomes: list[BaseException | None] = []
+        failed = trio.Event()
 
         async def pending() -> None:
             try:
                 await page.evaluate("new Promise(() => {})")
             except Error as exc:
                 outcomes.append(exc)
+                failed.set()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pending)
             await trio.testing.wait_all_tasks_blocked()
             await crash(page)
             with trio.move_on_after(3):  # the crash event is in: failing the call is immediate
-                while not outcomes:
-                    await trio.sleep(0.01)
+                await failed.wait()
             nursery.cancel_scope.cancel()
         assert outcomes, "the pending evaluate fails at the crash"
         assert isinstance(outcomes[0], TargetClosedError), outcomes
