@@ -3,6 +3,7 @@
     python benchmarks/profile.py                     # full counts (about 2 minutes on 2 cores)
     python benchmarks/profile.py --quick             # small counts (4 MiB calibrations), under 20 s
     python benchmarks/profile.py --only 'pingpong_*' --json /tmp/profile.json --html /tmp/profile-html
+    python benchmarks/profile.py --only 'raw_*' --browser-arg=--enable-logging=stderr
 
 Each scenario runs once for timing, then once more under pyinstrument (when it is
 importable) for the Python profile, whose overhead stays out of the figures. Around
@@ -707,6 +708,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", action="append", default=[], metavar="NAME", help="run only these scenarios (glob, repeatable)"
     )
+    parser.add_argument(
+        "--browser-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="an extra Chromium flag, for experiments (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
@@ -730,8 +738,9 @@ async def run(args: argparse.Namespace) -> tuple[list[Row], JSONDict, dict[str, 
     htmls: dict[str, str] = {}
     with ServerProcess() as server:
         peer_pid = server._process.pid if server._process is not None else None
-        async with launch() as browser:
+        async with launch(args=args.browser_arg) as browser:
             meta["browser"] = browser.version
+            meta["browser_args"] = args.browser_arg
             pages = await open_pages(browser, server.ports, (4 if args.quick else 16) * MiB)
             await warm_up(pages)
             for scenario in scenarios:
