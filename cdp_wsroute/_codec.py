@@ -218,6 +218,33 @@ def decode_batch(payload: object, token: str) -> tuple[list[PageMessage], list[s
     return messages, errors
 
 
+def batch_expression(dispatch: str, token: str, batch: list[list[Any]]) -> str:
+    """``dispatch(token, batch)`` as JavaScript source, in a JSON string literal (quotes included).
+
+    The same text as ``json.dumps(f"{dispatch}({json.dumps(token)},{json.dumps(batch)})")``,
+    built without scanning base64 payloads, the bulk of a big batch: they hold nothing
+    either encoding escapes. ``dispatch`` and ``token`` must be plain ASCII names.
+    """
+    parts = [f'"{dispatch}(\\"{token}\\",[']
+    for i, item in enumerate(batch):
+        if i:
+            parts.append(",")
+        if item[0] == "b":
+            parts.append(f'[\\"b\\",{item[1]},\\"')
+            parts.append(item[2])
+            parts.append('\\"]')
+        elif item[0] == "m" and item[2] == "b":
+            parts.append(f'[\\"m\\",{item[1]},\\"b\\",\\"')
+            parts.append(item[3])
+            parts.append('\\"]')
+        else:
+            # A JavaScript literal (JSON), then that text as a JSON string, less its quotes.
+            literal = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+            parts.append(json.dumps(literal, ensure_ascii=False)[1:-1])
+    parts.append('])"')
+    return "".join(parts)
+
+
 def open_message(socket_id: int, protocol: str, extensions: str) -> list[Any]:
     return ["o", socket_id, protocol, extensions]
 

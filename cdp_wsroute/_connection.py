@@ -83,13 +83,28 @@ def parse_event(method: str, params: JSON, session_id: str | None = None) -> obj
     return RawEvent(method, params, session_id)
 
 
+class RawParams(str):
+    """Command parameters that are JSON text already (an object), sent as they are.
+
+    For the library's own big commands, whose text it can build without the scan
+    that ``json.dumps`` makes of every character (see ``_codec.batch_expression``).
+    """
+
+    __slots__ = ()
+
+
 def _serialise(message: JSON) -> str:
     """A command as JSON text the transport can encode (checked here, in the caller's call).
 
     Raises:
         UsageError: a string in it is not valid Unicode (a lone surrogate).
     """
-    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    params = message.get("params")
+    if isinstance(params, RawParams):
+        head = {k: v for k, v in message.items() if k != "params"}
+        data = json.dumps(head, separators=(",", ":"), ensure_ascii=False)[:-1] + ',"params":' + params + "}"
+    else:
+        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
     if not data.isascii():
         try:
             data.encode()
@@ -305,7 +320,7 @@ class CDPConnection:
     def send_nowait(
         self,
         method: str,
-        params: JSON | None = None,
+        params: JSON | RawParams | None = None,
         session_id: str | None = None,
         on_reply: Callable[[], None] | None = None,
     ) -> None:

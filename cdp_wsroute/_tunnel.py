@@ -42,6 +42,7 @@ from ._codec import (
     Lost,
     Text,
     ack_message,
+    batch_expression,
     close_message,
     data_message,
     decode_batch,
@@ -50,7 +51,7 @@ from ._codec import (
     part_message,
     passthrough_message,
 )
-from ._connection import JSON, CDPSession
+from ._connection import JSON, CDPSession, RawParams
 from ._cookies import handshake_cookies, site_of
 from ._errors import ProtocolError, TargetClosedError
 from ._route import _RoutedSocket
@@ -128,7 +129,6 @@ class Tunnel:
         # The dispatch global by its bare name: a page can rebind `globalThis`, but it cannot
         # shadow a non-configurable global property.
         self._function = f"function (t, b) {{ return {self.dispatch}(t, b); }}"
-        self._token_literal = json.dumps(self.token)
         self._scripts: dict[str | None, str] = {}  # session id -> script identifier
         self._documents: dict[tuple[str | None, int], Document] = {}
         self._dirty: dict[Document, None] = {}  # documents with a batch to send after this binding event
@@ -415,7 +415,7 @@ class Tunnel:
     def error_page(self, document: Document, socket_id: int) -> None:
         self._queue(document, error_message(socket_id))
 
-    def _call(self, document: Document, batch: list[list[Any]], size: int) -> tuple[str, JSON]:
+    def _call(self, document: Document, batch: list[list[Any]], size: int) -> tuple[str, JSON | RawParams]:
         """The command that hands ``batch`` to the shim's dispatch function in the document.
 
         Small batches go as arguments of a function call (Chromium compiles nothing new);
@@ -430,13 +430,11 @@ class Tunnel:
                 "awaitPromise": True,  # answered once the page dispatched the batch: see the shim
                 "silent": True,
             }
-        literal = json.dumps(batch, ensure_ascii=False, separators=(",", ":"))  # JSON is a JavaScript literal
-        return "Runtime.evaluate", {
-            "expression": f"{self.dispatch}({self._token_literal},{literal})",
-            "contextId": document.context_id,
-            "awaitPromise": True,
-            "silent": True,
-        }
+        # The command's text built directly: json.dumps would scan every base64 character twice.
+        expression = batch_expression(self.dispatch, self.token, batch)
+        return "Runtime.evaluate", RawParams(
+            f'{{"expression":{expression},"contextId":{document.context_id},"awaitPromise":true,"silent":true}}'
+        )
 
     # -- upstream identity ------------------------------------------------------------------------
 

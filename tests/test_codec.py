@@ -562,3 +562,40 @@ def test_fuzz_strings(payload: str) -> None:
     assert len(errors) == 1
     _check_result(decode_batch(f'["{TOKEN}", {payload}]', TOKEN))
     _check_result(decode_batch(f'["{TOKEN}", ["t", 1, "{payload}"]]', TOKEN))
+
+
+# ---------------------------------------------------------------- Python -> page: the batch expression
+
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)  # what route.send() accepts
+_OUTGOING = st.one_of(
+    st.builds(_codec.data_message, st.integers(1, 2**53 - 1), st.binary(max_size=64)),
+    st.builds(_codec.data_message, st.integers(1, 2**53 - 1), _TEXT),
+    st.builds(_codec.part_message, st.integers(1, 2**53 - 1), st.binary(max_size=64)),
+    st.builds(_codec.part_message, st.integers(1, 2**53 - 1), _TEXT),
+    st.builds(_codec.close_message, st.integers(1, 99), st.sampled_from([None, 1000, 4999]), _TEXT, st.booleans()),
+    st.builds(_codec.open_message, st.integers(1, 99), _TEXT, _TEXT),
+    st.builds(_codec.ack_message, st.integers(1, 99), st.integers(0, 10**6)),
+    st.builds(_codec.error_message, st.integers(1, 99)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_OUTGOING, min_size=1, max_size=8))
+def test_batch_expression_is_the_expression_json_would_make(batch: list[list[Any]]) -> None:
+    """Built by hand around base64 payloads, it is the very text of the JSON-encoded expression."""
+    token = "aZ09-_tok"
+    expression = f"__wsr_d({json.dumps(token)},{json.dumps(batch, ensure_ascii=False, separators=(',', ':'))})"
+    built = _codec.batch_expression("__wsr_d", token, batch)
+    assert built == json.dumps(expression, ensure_ascii=False)
+    assert json.loads(built) == expression
+
+
+def test_batch_expression_of_a_big_binary_frame() -> None:
+    data = bytes(range(256)) * 4096
+    batch = [_codec.part_message(3, data[:3000]), _codec.data_message(3, data[3000:])]
+    built = _codec.batch_expression("d", "t", batch)
+    expression = json.loads(built)
+    assert expression.startswith('d("t",')
+    assert expression.endswith(")")
+    parts = json.loads(expression[len('d("t",') : -1])
+    assert base64.b64decode(parts[0][3]) + base64.b64decode(parts[1][2]) == data

@@ -29,8 +29,9 @@ from cdp_wsroute import (
     ProtocolError,
     RawEvent,
     TargetClosedError,
+    UsageError,
 )
-from cdp_wsroute._connection import CDPConnection, open_connection
+from cdp_wsroute._connection import CDPConnection, RawParams, open_connection
 from cdp_wsroute._transport import PipeTransport, Transport, TransportClosed
 
 from .fake_transport import JSON, FakeTransport
@@ -806,6 +807,17 @@ async def test_callback_exception_in_a_child_session_propagates() -> None:
 
 
 # ---------------------------------------------------------------------------- the writer
+
+
+async def test_raw_params_are_sent_as_they_are_and_still_checked() -> None:
+    async with connected() as (conn, fake):
+        conn.send_nowait("Runtime.evaluate", RawParams('{"expression":"f(\\"é\\")","silent":true}'), "S1")
+        await trio.testing.wait_all_tasks_blocked()
+        assert fake.sent[-1]["params"] == {"expression": 'f("é")', "silent": True}
+        assert fake.sent[-1]["method"] == "Runtime.evaluate"
+        assert fake.sent[-1]["sessionId"] == "S1"
+        with pytest.raises(UsageError, match="lone surrogate"):
+            conn.send_nowait("Runtime.evaluate", RawParams('{"expression":"\ud800"}'))
 
 
 async def test_writer_batches_commands_queued_in_one_tick() -> None:
