@@ -4,8 +4,9 @@ The page sends batches through a CDP binding (see ``injected_js/websocket_shim.j
 for the format); everything in them is untrusted. :func:`decode_batch` checks the
 batch's token, the type and size of every field, and returns the messages that
 are well formed together with a reason for each one that is not, so one bad
-message never costs the others. Python -> page batches are plain JSON-able lists
-built by the ``*_message`` helpers.
+message never costs the others. Python -> page batches are lists built by the
+``*_message`` helpers: JSON-able, except that binary payloads stay base64 bytes
+until the batch is written (:func:`batch_expression`, :func:`plain_batch`).
 """
 
 from __future__ import annotations
@@ -218,48 +219,59 @@ def decode_batch(payload: object, token: str) -> tuple[list[PageMessage], list[s
     return messages, errors
 
 
-def batch_expression(dispatch: str, token: str, batch: list[list[Any]]) -> str:
-    """``dispatch(token, batch)`` as JavaScript source, in a JSON string literal (quotes included).
+def batch_expression(dispatch: str, token: str, batch: list[list[Any]]) -> list[bytes]:
+    """``dispatch(token, batch)`` as JavaScript source in a JSON string literal (quotes included), in pieces.
 
-    The same text as ``json.dumps(f"{dispatch}({json.dumps(token)},{json.dumps(batch)})")``,
-    built without scanning base64 payloads, the bulk of a big batch: they hold nothing
-    either encoding escapes. ``dispatch`` and ``token`` must be plain ASCII names.
+    Joined, the UTF-8 of ``json.dumps(f"{dispatch}({json.dumps(token)},{json.dumps(plain_batch(batch))})")``,
+    built without scanning or copying base64 payloads, the bulk of a big batch: they
+    hold nothing either encoding escapes. ``dispatch`` and ``token`` must be plain ASCII names.
+
+    Raises:
+        UnicodeEncodeError: a text holds a lone surrogate (the route API refuses those first).
     """
-    parts = [f'"{dispatch}(\\"{token}\\",[']
+    parts = [f'"{dispatch}(\\"{token}\\",['.encode()]
     for i, item in enumerate(batch):
         if i:
-            parts.append(",")
+            parts.append(b",")
         if item[0] == "b":
-            parts.append(f'[\\"b\\",{item[1]},\\"')
+            parts.append(f'[\\"b\\",{item[1]},\\"'.encode())
             parts.append(item[2])
-            parts.append('\\"]')
+            parts.append(b'\\"]')
         elif item[0] == "m" and item[2] == "b":
-            parts.append(f'[\\"m\\",{item[1]},\\"b\\",\\"')
+            parts.append(f'[\\"m\\",{item[1]},\\"b\\",\\"'.encode())
             parts.append(item[3])
-            parts.append('\\"]')
+            parts.append(b'\\"]')
         else:
             # A JavaScript literal (JSON), then that text as a JSON string, less its quotes.
             literal = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
-            parts.append(json.dumps(literal, ensure_ascii=False)[1:-1])
-    parts.append('])"')
-    return "".join(parts)
+            parts.append(json.dumps(literal, ensure_ascii=False)[1:-1].encode())
+    parts.append(b'])"')
+    return parts
+
+
+def plain_batch(batch: list[list[Any]]) -> list[list[Any]]:
+    """The batch with its base64 payloads as ``str``, for a JSON encoder."""
+    if not any(type(item[-1]) is bytes for item in batch):
+        return batch
+    return [[*item[:-1], item[-1].decode("ascii")] if type(item[-1]) is bytes else item for item in batch]
 
 
 def open_message(socket_id: int, protocol: str, extensions: str) -> list[Any]:
     return ["o", socket_id, protocol, extensions]
 
 
-def data_message(socket_id: int, data: str | bytes) -> list[Any]:
+def data_message(socket_id: int, data: str | bytes | memoryview) -> list[Any]:
+    """A message for the page; a binary one holds its base64 as ASCII bytes (see plain_batch)."""
     if isinstance(data, str):
         return ["t", socket_id, data]
-    return ["b", socket_id, base64.b64encode(data).decode("ascii")]
+    return ["b", socket_id, base64.b64encode(data)]
 
 
-def part_message(socket_id: int, data: str | bytes) -> list[Any]:
+def part_message(socket_id: int, data: str | bytes | memoryview) -> list[Any]:
     """A leading part of a large message: the shim joins the parts up to the final data_message."""
     if isinstance(data, str):
         return ["m", socket_id, "t", data]
-    return ["m", socket_id, "b", base64.b64encode(data).decode("ascii")]
+    return ["m", socket_id, "b", base64.b64encode(data)]
 
 
 def error_message(socket_id: int) -> list[Any]:

@@ -83,28 +83,33 @@ def parse_event(method: str, params: JSON, session_id: str | None = None) -> obj
     return RawEvent(method, params, session_id)
 
 
-class RawParams(str):
-    """Command parameters that are JSON text already (an object), sent as they are.
+class RawParams:
+    """Command parameters that are JSON text already (an object, UTF-8, in pieces), sent as they are.
 
-    For the library's own big commands, whose text it can build without the scan
-    that ``json.dumps`` makes of every character (see ``_codec.batch_expression``).
+    For the library's own big commands, whose text it can build around their bulk
+    without the scan and the copies of ``json.dumps`` (see ``_codec.batch_expression``).
     """
 
-    __slots__ = ()
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+
+    def __repr__(self) -> str:
+        return f"RawParams({sum(map(len, self.parts))} bytes)"
 
 
-def _serialise(message: JSON) -> str:
-    """A command as JSON text the transport can encode (checked here, in the caller's call).
+def _serialise(message: JSON) -> str | bytes:
+    """A command as JSON text the transport can send (checked here, in the caller's call).
 
     Raises:
         UsageError: a string in it is not valid Unicode (a lone surrogate).
     """
     params = message.get("params")
-    if isinstance(params, RawParams):
-        head = {k: v for k, v in message.items() if k != "params"}
-        data = json.dumps(head, separators=(",", ":"), ensure_ascii=False)[:-1] + ',"params":' + params + "}"
-    else:
-        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    if isinstance(params, RawParams):  # one join, the only copy of its bulk
+        head = json.dumps({k: v for k, v in message.items() if k != "params"}, separators=(",", ":"))
+        return b"".join([head[:-1].encode(), b',"params":', *params.parts, b"}"])
+    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
     if not data.isascii():
         try:
             data.encode()
@@ -275,7 +280,7 @@ class CDPConnection:
         self._transport = transport
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
-        self._outgoing: list[str] = []
+        self._outgoing: list[str | bytes] = []
         self._writing = False  # the writer task is in transport.send()
         self._wake_writer = trio.Event()
         self._sessions: dict[str, CDPSession] = {}
@@ -343,7 +348,7 @@ class CDPConnection:
             self._pending[msg_id] = _Pending(method, session_id, on_reply)
         self._queue(data)
 
-    def _queue(self, data: str) -> None:
+    def _queue(self, data: str | bytes) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("SEND %s", data[:1000])
         # Straight to the transport when nothing is queued or being written before it.

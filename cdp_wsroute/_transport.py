@@ -31,13 +31,13 @@ class TransportClosed(Exception):
 class Transport(Protocol):
     """Whole-message duplex channel to a browser."""
 
-    async def send(self, messages: list[str]) -> None:
-        """Send JSON messages, in order. Raises TransportClosed if the peer is gone."""
+    async def send(self, messages: list[str | bytes]) -> None:
+        """Send JSON messages (text, or its UTF-8), in order. Raises TransportClosed if the peer is gone."""
 
     async def receive(self) -> str | bytes:
         """Receive one whole JSON message. Raises TransportClosed at end of stream."""
 
-    def send_now(self, message: str) -> bool:
+    def send_now(self, message: str | bytes) -> bool:
         """Hand over one message without waiting, if this transport can (never blocks).
 
         True: the transport owns the message (written, or the rest kept for the next
@@ -83,24 +83,33 @@ class PipeTransport:
         self._start = 0  # where the next unread message begins in _buffer
         self._scanned = 0  # bytes from _start already known to hold no NUL
 
-    async def send(self, messages: list[str]) -> None:
+    async def send(self, messages: list[str | bytes]) -> None:
         # One write for the whole batch: the browser reads it in one go, too.
         parts = self._backlog
         self._backlog = []
-        if messages:
-            parts.append("\0".join(messages).encode() + b"\0")
+        text: list[str] = []  # runs of text messages are joined before encoding: one copy
+        for message in messages:
+            if isinstance(message, str):
+                text.append(message)
+                continue
+            if text:
+                parts.append("\0".join(text).encode() + b"\0")
+                text = []
+            parts.extend((message, b"\0"))  # a big command is not copied
+        if text:
+            parts.append("\0".join(text).encode() + b"\0")
         try:
             for part in parts:
                 await self._writer.send_all(part)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise TransportClosed(f"pipe to the browser closed: {exc}") from exc
 
-    def send_now(self, message: str) -> bool:
+    def send_now(self, message: str | bytes) -> bool:
         # Called only while no send() is running (the connection sees to it): a write
         # straight from the caller saves a task switch on every command and answer.
         if self._backlog:
             return False
-        data = message.encode()
+        data = message.encode() if isinstance(message, str) else message
         try:
             written = os.writev(self._write_fd, (data, b"\0"))  # the terminator without a copy
         except BlockingIOError:
@@ -182,14 +191,15 @@ class WebSocketTransport:
             raise
         return cls(ws, stream)
 
-    async def send(self, messages: list[str]) -> None:
+    async def send(self, messages: list[str | bytes]) -> None:
         try:
             for message in messages:
-                await self._ws.send_message(message)
+                # DevTools reads text frames.
+                await self._ws.send_message(message if isinstance(message, str) else message.decode())
         except trio_websocket.ConnectionClosed as exc:
             raise TransportClosed(f"WebSocket to the browser closed: {exc.reason}") from exc
 
-    def send_now(self, message: str) -> bool:
+    def send_now(self, message: str | bytes) -> bool:
         return False
 
     @property

@@ -50,6 +50,7 @@ from ._codec import (
     open_message,
     part_message,
     passthrough_message,
+    plain_batch,
 )
 from ._connection import JSON, CDPSession, RawParams
 from ._cookies import handshake_cookies, site_of
@@ -397,10 +398,13 @@ class Tunnel:
             return
         document.pending_bytes += len(data)
         if len(data) > PART_BYTES:
-            for start in range(0, len(data) - PART_BYTES, PART_BYTES):
-                part = data[start : start + PART_BYTES]
+            whole = data if isinstance(data, str) else memoryview(data)  # parts of bytes: views, not copies
+            for start in range(0, len(whole) - PART_BYTES, PART_BYTES):
+                part = whole[start : start + PART_BYTES]
                 self._queue(document, part_message(socket_id, part), len(part))
-            data = data[start + PART_BYTES :]
+            whole = whole[start + PART_BYTES :]
+            self._queue(document, data_message(socket_id, whole), len(whole))
+            return
         self._queue(document, data_message(socket_id, data), len(data))
 
     def acknowledge(self, document: Document, socket_id: int, frames: int) -> None:
@@ -426,15 +430,14 @@ class Tunnel:
             return "Runtime.callFunctionOn", {
                 "functionDeclaration": self._function,
                 "executionContextId": document.context_id,
-                "arguments": [{"value": self.token}, {"value": batch}],
+                "arguments": [{"value": self.token}, {"value": plain_batch(batch)}],
                 "awaitPromise": True,  # answered once the page dispatched the batch: see the shim
                 "silent": True,
             }
-        # The command's text built directly: json.dumps would scan every base64 character twice.
-        expression = batch_expression(self.dispatch, self.token, batch)
-        return "Runtime.evaluate", RawParams(
-            f'{{"expression":{expression},"contextId":{document.context_id},"awaitPromise":true,"silent":true}}'
-        )
+        # The command's text built around the base64, which json.dumps would scan twice and copy.
+        parts = [b'{"expression":', *batch_expression(self.dispatch, self.token, batch)]
+        parts.append(b',"contextId":%d,"awaitPromise":true,"silent":true}' % document.context_id)
+        return "Runtime.evaluate", RawParams(parts)
 
     # -- upstream identity ------------------------------------------------------------------------
 

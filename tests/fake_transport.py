@@ -57,13 +57,13 @@ class FakeTransport:
 
     # ------------------------------------------------------------------ the Transport protocol
 
-    async def send(self, messages: list[str]) -> None:
+    async def send(self, messages: list[str | bytes]) -> None:
         await trio.lowlevel.checkpoint()
         if self._closed:
             raise TransportClosed("fake transport: closed")
         if self._sends_broken is not None:
             raise TransportClosed(self._sends_broken)
-        batch = list(messages)
+        batch = [m if isinstance(m, str) else m.decode() for m in messages]
         self.batches.append(batch)
         self.sent.extend(json.loads(message) for message in batch)
         self._sent_changed.set()
@@ -71,7 +71,7 @@ class FakeTransport:
         if self.send_gate is not None:
             await self.send_gate.wait()
 
-    def send_now(self, message: str) -> bool:
+    def send_now(self, message: str | bytes) -> bool:
         return False  # like a WebSocket: everything goes through send(), batches stay observable
 
     @property

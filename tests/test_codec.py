@@ -449,19 +449,25 @@ def test_many_bad_messages_keep_all_good_ones() -> None:
 # -- round trips and the page-bound builders --------------------------------------------------------
 
 
+def _as_sent(message: list[Any]) -> list[Any]:
+    """A page-bound message as the page receives it (base64 as text)."""
+    return _codec.plain_batch([message])[0]
+
+
 def test_every_byte_value_round_trips() -> None:
     everything = bytes(range(256))
-    assert _decode_one(data_message(9, everything)) == Binary(9, everything)
+    assert _decode_one(_as_sent(data_message(9, everything))) == Binary(9, everything)
     for value in range(256):
         one = bytes([value])
-        assert _decode_one(data_message(9, one)) == Binary(9, one)
+        assert _decode_one(_as_sent(data_message(9, one))) == Binary(9, one)
         assert _decode_one(["b", 9, base64.b64encode(one * 3).decode()]) == Binary(9, one * 3)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_binary_round_trips(data: bytes) -> None:
-    assert _decode_one(data_message(3, data)) == Binary(3, data)
+    assert _decode_one(_as_sent(data_message(3, data))) == Binary(3, data)
+    assert _decode_one(_as_sent(data_message(3, memoryview(data)))) == Binary(3, data)
 
 
 def test_text_round_trips() -> None:
@@ -472,8 +478,10 @@ def test_text_round_trips() -> None:
 def test_page_bound_builders() -> None:
     assert open_message(4, "chat", "permessage-deflate") == ["o", 4, "chat", "permessage-deflate"]
     assert data_message(4, "hi") == ["t", 4, "hi"]
-    assert data_message(4, b"\x00\xff") == ["b", 4, "AP8="]
-    assert data_message(4, b"") == ["b", 4, ""]
+    assert data_message(4, b"\x00\xff") == ["b", 4, b"AP8="]  # base64 stays bytes until written
+    assert data_message(4, b"") == ["b", 4, b""]
+    assert _codec.part_message(4, b"\x00\xff") == ["m", 4, "b", b"AP8="]
+    assert _codec.part_message(4, "h") == ["m", 4, "t", "h"]
     assert error_message(4) == ["e", 4]
     assert close_message(4, None, None, True) == ["c", 4, 1005, "", True]
     assert close_message(4, 1006, "", False) == ["c", 4, 1006, "", False]
@@ -484,9 +492,13 @@ def test_page_bound_builders() -> None:
         [["^ws:\\/\\/h\\/$", ""], ["chat", "i"]],
         True,
     ]
-    # All of them are plain JSON.
+    # All of them are plain JSON once the base64 is text.
     built = [open_message(1, "", ""), data_message(1, b"x"), close_message(1, None, None, False)]
-    assert json.loads(json.dumps(built)) == built
+    plain = _codec.plain_batch(built)
+    assert plain == [["o", 1, "", ""], ["b", 1, "eA=="], ["c", 1, 1005, "", False]]
+    assert json.loads(json.dumps(plain)) == plain
+    text_only = [data_message(1, "x")]
+    assert _codec.plain_batch(text_only) is text_only  # nothing to convert: no copy
 
 
 # -- fuzz -------------------------------------------------------------------------------------------------
@@ -584,16 +596,18 @@ _OUTGOING = st.one_of(
 def test_batch_expression_is_the_expression_json_would_make(batch: list[list[Any]]) -> None:
     """Built by hand around base64 payloads, it is the very text of the JSON-encoded expression."""
     token = "aZ09-_tok"
-    expression = f"__wsr_d({json.dumps(token)},{json.dumps(batch, ensure_ascii=False, separators=(',', ':'))})"
-    built = _codec.batch_expression("__wsr_d", token, batch)
-    assert built == json.dumps(expression, ensure_ascii=False)
+    literal = json.dumps(_codec.plain_batch(batch), ensure_ascii=False, separators=(",", ":"))
+    expression = f"__wsr_d({json.dumps(token)},{literal})"
+    built = b"".join(_codec.batch_expression("__wsr_d", token, batch))
+    assert built == json.dumps(expression, ensure_ascii=False).encode()
     assert json.loads(built) == expression
 
 
 def test_batch_expression_of_a_big_binary_frame() -> None:
     data = bytes(range(256)) * 4096
-    batch = [_codec.part_message(3, data[:3000]), _codec.data_message(3, data[3000:])]
-    built = _codec.batch_expression("d", "t", batch)
+    view = memoryview(data)
+    batch = [_codec.part_message(3, view[:3000]), _codec.data_message(3, view[3000:])]
+    built = b"".join(_codec.batch_expression("d", "t", batch))
     expression = json.loads(built)
     assert expression.startswith('d("t",')
     assert expression.endswith(")")

@@ -29,7 +29,6 @@ from cdp_wsroute import (
     ProtocolError,
     RawEvent,
     TargetClosedError,
-    UsageError,
 )
 from cdp_wsroute._connection import CDPConnection, RawParams, open_connection
 from cdp_wsroute._transport import PipeTransport, Transport, TransportClosed
@@ -809,15 +808,17 @@ async def test_callback_exception_in_a_child_session_propagates() -> None:
 # ---------------------------------------------------------------------------- the writer
 
 
-async def test_raw_params_are_sent_as_they_are_and_still_checked() -> None:
+async def test_raw_params_are_sent_as_they_are() -> None:
     async with connected() as (conn, fake):
-        conn.send_nowait("Runtime.evaluate", RawParams('{"expression":"f(\\"é\\")","silent":true}'), "S1")
+        params = RawParams([b'{"expression":"f(\\"', "é".encode(), b'\\")",', b'"silent":true}'])
+        conn.send_nowait("Runtime.evaluate", params, "S1")
         await trio.testing.wait_all_tasks_blocked()
-        assert fake.sent[-1]["params"] == {"expression": 'f("é")', "silent": True}
-        assert fake.sent[-1]["method"] == "Runtime.evaluate"
-        assert fake.sent[-1]["sessionId"] == "S1"
-        with pytest.raises(UsageError, match="lone surrogate"):
-            conn.send_nowait("Runtime.evaluate", RawParams('{"expression":"\ud800"}'))
+        assert fake.sent[-1] == {
+            "id": fake.sent[-1]["id"],
+            "method": "Runtime.evaluate",
+            "sessionId": "S1",
+            "params": {"expression": 'f("é")', "silent": True},
+        }
 
 
 async def test_writer_batches_commands_queued_in_one_tick() -> None:
@@ -1040,6 +1041,17 @@ async def test_pipe_send_writes_one_nul_terminated_batch() -> None:
             b'{"id":1,"method":"A.a"}',
             '{"id":2,"method":"B.b","params":{"s":"é"}}'.encode(),
         ]
+
+
+async def test_pipe_send_takes_text_and_utf8_in_order() -> None:
+    async with pipe_browser() as browser:
+        big = b'{"id":2,"params":{"s":"' + b"z" * (3 << 20) + b'"}}'  # more than the pipe holds
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(browser.transport.send, ['{"id":1,"s":"é"}', big, '{"id":3}', '{"id":4}'])
+            got = await browser.read_messages(4)
+        assert got == ['{"id":1,"s":"é"}'.encode(), big, b'{"id":3}', b'{"id":4}']
+        assert browser.transport.send_now(b'{"id":5}')
+        assert await browser.read_messages(1) == [b'{"id":5}']
 
 
 async def test_pipe_send_to_a_closed_peer_raises_transport_closed() -> None:
