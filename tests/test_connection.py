@@ -1046,8 +1046,9 @@ async def test_pipe_send_writes_one_nul_terminated_batch() -> None:
 async def test_pipe_send_takes_text_and_utf8_in_order() -> None:
     async with pipe_browser() as browser:
         big = b'{"id":2,"params":{"s":"' + b"z" * (3 << 20) + b'"}}'  # more than the pipe holds
+        messages: list[str | bytes] = ['{"id":1,"s":"é"}', big, '{"id":3}', '{"id":4}']
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(browser.transport.send, ['{"id":1,"s":"é"}', big, '{"id":3}', '{"id":4}'])
+            nursery.start_soon(browser.transport.send, messages)
             got = await browser.read_messages(4)
         assert got == ['{"id":1,"s":"é"}'.encode(), big, b'{"id":3}', b'{"id":4}']
         assert browser.transport.send_now(b'{"id":5}')

@@ -630,6 +630,36 @@ async def test_connect_uses_and_leaves_a_running_browser(
         assert devtools_browser.process.poll() is None
 
 
+async def test_connect_carries_big_frames_through_a_route(devtools_browser: DevToolsBrowser) -> None:
+    """Over the WebSocket transport too, the tunnel's big commands (built as UTF-8 pieces) arrive whole."""
+    with trio.fail_after(60):
+        async with connect(devtools_browser.ws_url) as browser:
+            page = await (await browser.new_context()).new_page()
+            url = f"ws://127.0.0.1:{closed_port()}/echo"
+            await page.route_web_socket(url, lambda route: route.on_message(route.send))
+            await page.goto("data:text/html,<title>big frames</title>")
+            result = await page.evaluate(
+                """async (url) => {
+                    const ws = new WebSocket(url);
+                    ws.binaryType = "arraybuffer";
+                    await new Promise((resolve) => { ws.onopen = resolve; });
+                    const data = new Uint8Array(3 << 20).map((_, i) => (i * 7) % 251);
+                    const text = "é" + "x".repeat(400000) + String.fromCharCode(34, 92); // a quote, a backslash
+                    const got = [];
+                    const done = new Promise((resolve) => {
+                        ws.onmessage = (event) => { got.push(event.data); if (got.length === 2) resolve(); };
+                    });
+                    ws.send(data);
+                    ws.send(text);
+                    await done;
+                    const back = new Uint8Array(got[0]);
+                    return [back.length, back.every((v, i) => v === data[i]), got[1] === text];
+                }""",
+                url,
+            )
+    assert result == [3 << 20, True, True]
+
+
 CANCELLED_CONNECT_SCRIPT = """
 import sys
 import time
