@@ -1,13 +1,16 @@
 """The tunnel between a page's WebSocket shim and Python: one per page, once a route applies to it.
 
-Page -> Python: the shim batches everything one page task produced into one call
-of a CDP binding (``Runtime.bindingCalled``). Each payload is decoded and
-checked (``_codec``); the executionContextId CDP reports (which the page cannot
-forge) picks the *document*, and socket ids are only looked up within it, so a
-frame can neither reach nor read another frame's sockets.
+Page -> Python: the shim batches everything one page task produced into calls of
+a CDP binding (``Runtime.bindingCalled``) of up to ``PART_CHARS`` characters, a
+larger frame in parts, which a document sends in a row and Python joins
+(``Tunnel._in_parts``). Each payload is decoded and checked (``_codec``); the
+executionContextId CDP reports (which the page cannot forge) picks the
+*document*, and socket ids are only looked up within it, so a frame can neither
+reach nor read another frame's sockets.
 
 Python -> page: what routes send is queued per document and goes out as one
-``Runtime.callFunctionOn`` per batch: right after the binding event that caused
+``Runtime.callFunctionOn`` per batch (a big one: ``Runtime.evaluate`` of a literal,
+its command text built around the base64, see ``_call``): right after the binding event that caused
 it (so answers precede the user's next command), else at once. A document has
 at most ``MAX_BATCHES_IN_FLIGHT`` calls in flight; each is answered once the
 page has *dispatched* its messages, and what is queued meanwhile goes out with
@@ -33,13 +36,17 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from . import _codec
 from ._codec import (
     FRAME_COST,
+    PART_CHARS,
     WINDOW,
     Binary,
     Close,
     Create,
     Lost,
+    PageMessage,
+    Part,
     Text,
     ack_message,
     batch_expression,
@@ -115,6 +122,11 @@ class Document:
     outbox_bytes: int = 0  # their sum
     pending_bytes: int = 0  # message bytes queued or in flight, until the page dispatched them
     batches_in_flight: int = 0
+    # A frame from the page in parts (see Tunnel._in_parts): its socket (0: none) and parts so far.
+    parts_socket: int = 0
+    parts: list[str | bytes] = field(default_factory=list)
+    parts_bytes: int = 0
+    parts_dropped: bool = False
     gone: bool = False
 
 
@@ -153,6 +165,7 @@ class Tunnel:
             "ask": self._ask,
             "window": WINDOW,
             "frameCost": FRAME_COST,
+            "partChars": PART_CHARS,
         }
         return f"({shim_source()})({json.dumps(config)});"
 
@@ -244,7 +257,10 @@ class Tunnel:
         messages, errors = decode_batch(params.get("payload"), self.token)
         for error in errors:
             self._reject(f"{document.frame!r}: {error}")
-        for message in messages:
+        for item in messages:
+            message = self._in_parts(document, item) if document.parts_socket or isinstance(item, Part) else item
+            if message is None:
+                continue
             if isinstance(message, Create):
                 self._create(document, message)
                 continue
@@ -259,6 +275,59 @@ class Tunnel:
                 socket.page_close(message.code, message.reason, message.connecting)
             elif isinstance(message, Lost):
                 socket.page_lost()
+
+    def _in_parts(self, document: Document, message: PageMessage) -> PageMessage | None:
+        """Collect a frame that comes in parts: None while it does, then the whole frame.
+
+        The shim sends all the parts of a frame and then its last part (a plain Text or
+        Binary) in a row, so a document has at most one frame in parts at a time (what
+        Python holds for it is bounded by one frame), and anything else arriving in
+        between means the parts were forged: they are dropped.
+        """
+        if document.parts_socket:
+            if message.socket_id == document.parts_socket:
+                if isinstance(message, Part):
+                    self._add_part(document, message.data)
+                    return None
+                if isinstance(message, Text | Binary):
+                    return self._join_parts(document, message)
+            if not document.parts_dropped:
+                self._reject_parts(document, "its parts were not followed by its last part")
+            document.parts_socket = 0
+        if isinstance(message, Part):
+            document.parts_socket, document.parts_dropped = message.socket_id, False
+            self._add_part(document, message.data)
+            return None
+        return message
+
+    def _add_part(self, document: Document, data: str | bytes) -> None:
+        if document.parts_dropped:
+            return
+        if document.parts and type(document.parts[0]) is not type(data):
+            self._reject_parts(document, "a text and a binary part in one frame")
+        elif document.parts_bytes + len(data) > _codec.MAX_MESSAGE_BYTES:
+            self._reject_parts(document, f"over {_codec.MAX_MESSAGE_BYTES} bytes in parts")
+        else:
+            document.parts.append(data)
+            document.parts_bytes += len(data)
+
+    def _join_parts(self, document: Document, last: Text | Binary) -> Text | Binary | None:
+        parts, size, dropped = document.parts, document.parts_bytes, document.parts_dropped
+        document.parts_socket, document.parts, document.parts_bytes, document.parts_dropped = 0, [], 0, False
+        if dropped:
+            return None  # the last part of a frame dropped at one of its parts
+        if type(parts[0]) is not type(last.data) or size + len(last.data) > _codec.MAX_MESSAGE_BYTES:
+            self._reject(f"{document.frame!r}: socket {last.socket_id}: a last part that does not fit its frame")
+            return None
+        parts.append(last.data)
+        if isinstance(last, Text):
+            return Text(last.socket_id, "".join(parts))  # type: ignore[arg-type]
+        return Binary(last.socket_id, b"".join(parts))  # type: ignore[arg-type]
+
+    def _reject_parts(self, document: Document, reason: str) -> None:
+        """Drop the frame in parts: what came of it, and its other parts and last part as they come."""
+        self._reject(f"{document.frame!r}: socket {document.parts_socket}: a frame in parts: {reason}")
+        document.parts, document.parts_bytes, document.parts_dropped = [], 0, True
 
     def _reject(self, reason: str) -> None:
         self.rejected += 1
@@ -311,6 +380,7 @@ class Tunnel:
 
     def _close_document(self, document: Document) -> None:
         document.gone = True
+        document.parts.clear()
         document.outbox.clear()
         document.outbox_sizes.clear()
         document.outbox_bytes = document.pending_bytes = 0

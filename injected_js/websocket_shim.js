@@ -1,7 +1,7 @@
 // cdp_wsroute's WebSocket shim: runs in every document before any page script.
 //
 // Python evaluates this file as `(<this function>)(config)` where config is
-// {binding, token, dispatch, filters, ask, window, frameCost}:
+// {binding, token, dispatch, filters, ask, window, frameCost, partChars}:
 //   binding   the name of the CDP binding (Runtime.addBinding) that carries
 //             page -> Python batches; captured here and deleted from the global;
 //   token     a secret that proves a batch comes from this shim (page -> Python)
@@ -11,12 +11,15 @@
 //             matches none of them stays native, unless
 //   ask       is true: then Python decides for every socket (predicate routes);
 //   window    the flow-control window, in bytes, of each routed socket, and
-//   frameCost what each frame costs in it on top of its size (below).
+//   frameCost what each frame costs in it on top of its size (below);
+//   partChars the largest page -> Python batch, in characters, worth building: a
+//             batch that reaches it goes at once, and a larger frame goes in parts.
 //
 // Page -> Python batch: '[token,' + messages + ']', each message an array:
 //   ["c", id, url, protocols]     new WebSocket(url, protocols) to route
 //   ["t", id, text]               ws.send(text)
 //   ["b", id, base64]             ws.send(binary)
+//   ["m", id, "t"|"b", text|b64]  a leading part of a large frame (the rest follows)
 //   ["x", id, code|null, reason]  ws.close(code, reason) while OPEN
 //   ["k", id, code|null, reason]  ws.close() while CONNECTING
 //   ["l", id]                     the socket was lost (page entered the bfcache)
@@ -31,6 +34,10 @@
 //   ["r", filters, ask]               new route filters
 // A batch whose events could not all run in the call returns a promise that resolves
 // once they have: Python keeps few bytes in flight to a page that is slow to read.
+//
+// Size: Chromium's cost per character of a binding call grows with its size, and a
+// call is converted by the renderer and then by the browser, one after the other: calls
+// of partChars or less cost less per byte and overlap in the two processes.
 //
 // Flow control (page -> Python): each frame costs its size plus frameCost; a socket
 // sends while less than `window` is unacknowledged, then holds its frames (they stay
@@ -182,6 +189,7 @@
   let dirtyCount = 0;
   const WINDOW = config.window;
   const FRAME_COST = config.frameCost; // what a frame costs on top of its size
+  const PART_CHARS = config.partChars; // a multiple of 4: base64 parts decode alone
 
   function setFilters(sources, askFlag) {
     const compiled = list();
@@ -209,7 +217,9 @@
   // ---- page -> Python -------------------------------------------------------------
   function post(message) {
     pending += "," + message;
-    if (!flushScheduled) {
+    if (pending.length >= PART_CHARS) {
+      flush(); // big enough: waiting for more would only make the call cost more per byte
+    } else if (!flushScheduled) {
       flushScheduled = true;
       queueMicrotaskFn(flush);
     }
@@ -299,6 +309,25 @@
     post(message);
   }
 
+  // Hand a frame to the batches: a large one as parts of partChars (one call each), then
+  // its last part as the frame itself, which alone uses window credit.
+  function postData(state, kind, payload, size) {
+    let start = 0;
+    while (payload.length - start > PART_CHARS) {
+      let end = start + PART_CHARS;
+      // Never split a surrogate pair: each part is well-formed text on its own.
+      if (kind === "t" && isHighSurrogate(stringCharCodeAt(payload, end - 1))) end--;
+      const part = stringSlice(payload, start, end);
+      post('["m",' + state.id + (kind === "b" ? ',"b","' + part + '"]' : ',"t",' + JSONStringify(part) + "]"));
+      start = end;
+    }
+    postFrame(state, frameMessage(state, kind, start === 0 ? payload : stringSlice(payload, start)), size);
+  }
+
+  function isHighSurrogate(code) {
+    return code >= 0xd800 && code <= 0xdbff;
+  }
+
   // A frame on the wire: ["t", id, text] or ["b", id, base64] (base64 needs no escaping).
   function frameMessage(state, kind, payload) {
     if (kind === "b") return '["b",' + state.id + ',"' + payload + '"]';
@@ -316,7 +345,7 @@
   // Queue one outgoing frame, keeping the socket's order across Blob reads and held frames.
   function enqueueFrame(state, kind, payload, size) {
     if (state.blobsPending === 0 && state.heldIndex === state.held.length && state.inflight < WINDOW) {
-      postFrame(state, frameMessage(state, kind, payload), size);
+      postData(state, kind, payload, size);
     } else {
       hold(state, kind, payload, size);
     }
@@ -332,7 +361,7 @@
       } else if (entry[0] === "blob") {
         readBlob(state, entry[1], entry[2]);
       } else {
-        postFrame(state, frameMessage(state, entry[0], entry[1]), entry[2]);
+        postData(state, entry[0], entry[1], entry[2]);
       }
       state.held[state.heldIndex++] = undefined;
     }
@@ -371,7 +400,7 @@
       const buffer = readerResult(reader);
       // Chromium fails the connection when it cannot read a Blob; we send it empty.
       const base64 = buffer === null ? "" : bytesToBase64(new Uint8ArrayCtor(buffer));
-      postFrame(state, frameMessage(state, "b", base64), size);
+      postData(state, "b", base64, size);
       releaseHeld(state);
     });
     readAsArrayBuffer(reader, blob);

@@ -613,3 +613,44 @@ def test_batch_expression_of_a_big_binary_frame() -> None:
     assert expression.endswith(")")
     parts = json.loads(expression[len('d("t",') : -1])
     assert base64.b64decode(parts[0][3]) + base64.b64decode(parts[1][2]) == data
+
+
+# ---------------------------------------------------------------- page -> Python: frames in parts
+
+
+def test_parts_decode_to_text_or_bytes() -> None:
+    messages, errors = decode_batch(_payload(["m", 3, "t", "é😀"], ["m", 3, "b", "QUJD"], ["m", 4, "b", ""]), TOKEN)
+    assert errors == []
+    assert messages == [_codec.Part(3, "é😀"), _codec.Part(3, b"ABC"), _codec.Part(4, b"")]
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (["m", 3, "x", "a"], "bad part message"),
+        (["m", 3, "t"], "bad part message"),
+        (["m", 3, "t", "a", "b"], "bad part message"),
+        (["m", 3, "t", 5], "bad part message"),
+        (["m", 3, ["t"], "a"], "bad part message"),
+        (["m", 3, "t", "\ud800"], "lone surrogate"),
+        (["m", 3, "b", "not base64!"], "invalid base64"),
+        (["m", 0, "t", "a"], "bad socket id"),
+    ],
+)
+def test_malformed_parts_are_rejected(message: list[Any], reason: str) -> None:
+    messages, errors = decode_batch(json.dumps([TOKEN, message, ["t", 1, "ok"]]), TOKEN)
+    assert messages == [Text(1, "ok")]
+    assert len(errors) == 1
+    assert reason in errors[0]
+
+
+def test_a_part_over_the_frame_limit_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Parts go through the same checks as whole frames (binary: the same helper as "b", tested above).
+    monkeypatch.setattr(_codec, "MAX_MESSAGE_BYTES", 8)
+    assert decode_batch(_payload(["m", 3, "t", "x" * 8]), TOKEN) == ([_codec.Part(3, "x" * 8)], [])
+    assert decode_batch(_payload(["m", 3, "t", "x" * 9]), TOKEN) == ([], ["text message too large"])
+
+
+def test_part_chars_make_base64_parts_that_decode_alone() -> None:
+    assert _codec.PART_CHARS % 4 == 0
+    assert _codec.PART_CHARS < MAX_PAYLOAD_CHARS

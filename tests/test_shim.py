@@ -27,6 +27,7 @@ import trio
 import trio_websocket
 
 from cdp_wsroute import BrowserContext, Frame, Page, WebSocketRoute
+from cdp_wsroute._codec import PART_CHARS
 from cdp_wsroute._http import StaticServer
 from cdp_wsroute._tunnel import Tunnel
 from tests.support import eventually
@@ -1038,6 +1039,70 @@ async def test_sixteen_mebibyte_message_each_way(page: Page, server: StaticServe
     assert len(seen[0]) == BIG
     assert hashlib.sha256(seen[0]).hexdigest() == hashlib.sha256(from_page).hexdigest()
     assert result == {"length": BIG, "sha256": hashlib.sha256(to_page).hexdigest()}
+
+
+# Frames over PART_CHARS leave the page in parts; every part boundary of this text falls inside,
+# just before or just after a surrogate pair, and two sockets send big frames in one task.
+PARTS_PROBE = r"""
+async ({urls, partChars}) => {
+  const open = (url) => new Promise((resolve) => {
+    const ws = new WebSocket(url);
+    ws.binaryType = 'arraybuffer';
+    ws.onopen = () => resolve(ws);
+  });
+  const [a, b] = [await open(urls[0]), await open(urls[1])];
+  const pair = String.fromCodePoint(0x1f600);
+  let text = '';
+  for (let k = 1; k <= 4; k++) text = text.padEnd(k * partChars - 1 + (k % 3), 'é') + pair;
+  text += 'end';
+  const bytes = new Uint8Array(3 * partChars + 5).map((_, i) => (i * 31) % 256);
+  const got = {a: [], b: []};
+  const done = new Promise((resolve) => {
+    const check = () => { if (got.a.length === 4 && got.b.length === 3) resolve(); };
+    a.onmessage = (e) => { got.a.push(e.data); check(); };
+    b.onmessage = (e) => { got.b.push(e.data); check(); };
+  });
+  a.send(text); b.send(bytes); a.send('small'); b.send(text); a.send(bytes); b.send(new Blob([bytes])); a.send(text);
+  await done;
+  const same = (x, y) => typeof x === 'string' ? x === y
+    : x.byteLength === y.length && new Uint8Array(x).every((v, i) => v === y[i]);
+  return {
+    textLength: text.length,
+    a: [same(got.a[0], text), got.a[1] === 'small', same(got.a[2], bytes), same(got.a[3], text)],
+    b: [same(got.b[0], bytes), same(got.b[1], text), same(got.b[2], bytes)],
+  };
+}
+"""
+
+
+async def test_frames_over_part_chars_arrive_whole_and_in_order(page: Page, server: StaticServer) -> None:
+    server.route("/parts", BLANK)
+    seen: dict[str, list[str | bytes]] = {}
+
+    def mock(route: WebSocketRoute) -> None:
+        messages = seen.setdefault(route.url, [])
+
+        def on_message(message: str | bytes) -> None:
+            messages.append(message)
+            route.send(message)
+
+        route.on_message(on_message)
+
+    await page.route_web_socket(EVERYTHING, mock)
+    await page.goto(server.url("/parts"))
+    urls = ["ws://127.0.0.1:9/parts-a", "ws://127.0.0.1:9/parts-b"]
+    with trio.fail_after(30):
+        result = await page.evaluate(PARTS_PROBE, {"urls": urls, "partChars": PART_CHARS})
+    assert result["a"] == [True] * 4
+    assert result["b"] == [True] * 3
+    # Python took each frame whole, once, in order: no part was delivered alone.
+    text = seen[urls[0]][0]
+    assert isinstance(text, str)
+    assert len(text.encode("utf-16-le")) // 2 == result["textLength"] > 4 * PART_CHARS
+    assert text.endswith("\U0001f600end")
+    bytes_ = bytes((i * 31) % 256 for i in range(3 * PART_CHARS + 5))
+    assert seen[urls[0]] == [text, "small", bytes_, text]
+    assert seen[urls[1]] == [bytes_, text, bytes_]
 
 
 # -- every document: frames, popups, routes added later, unmatched sockets ----------------------

@@ -396,7 +396,7 @@ bad_urls = st.one_of(
 )
 
 
-KNOWN_KINDS = {"c": 4, "t": 3, "b": 3, "x": 4, "k": 4, "l": 2}  # kind -> number of fields
+KNOWN_KINDS = {"c": 4, "t": 3, "b": 3, "m": 4, "x": 4, "k": 4, "l": 2}  # kind -> number of fields
 # A well-formed message of each kind, for which only the socket id is wrong.
 WITH_ID: list[Callable[[Any], list[Any]]] = [
     lambda i: ["t", i, "x"],
@@ -434,6 +434,14 @@ def malformed(target: Target) -> st.SearchStrategy[Any]:
         ),
         # Binary that is not a string or not base64.
         st.tuples(any_id, st.one_of(not_a_string, invalid_base64())).map(lambda t: ["b", t[0], t[1]]),
+        # Parts of a large frame: of no kind, or with text or binary as above.
+        st.tuples(any_id, st.one_of(unicode_text, not_a_string), ascii_text).map(
+            lambda t: ["m", t[0], t[1], t[2]] if t[1] not in ("t", "b") else ["m", t[0], 5, t[2]]
+        ),
+        st.tuples(any_id, st.one_of(not_a_string, with_lone_surrogate, over(MAX_MESSAGE_BYTES))).map(
+            lambda t: ["m", t[0], "t", t[1]]
+        ),
+        st.tuples(any_id, st.one_of(not_a_string, invalid_base64())).map(lambda t: ["m", t[0], "b", t[1]]),
         # Closes with a bad code, a reason over 123 bytes, not Unicode, or not a string.
         st.tuples(st.sampled_from(["x", "k"]), any_id, bad_code, valid_reason).map(list),
         st.tuples(
@@ -725,6 +733,43 @@ def forged(target: Target, *messages: Any) -> Case:
     payload = json.dumps([target.tunnel.token, *messages])
     params = {"name": target.tunnel.binding, "payload": payload, "executionContextId": target.context_id}
     return Case(target.tunnel, target.session, params, len(messages))
+
+
+async def test_forged_parts_are_dropped_and_never_reach_a_socket(
+    context: BrowserContext, server: StaticServer, other_server: StaticServer, limits: None, tunnel_log: TunnelLog
+) -> None:
+    """Parts (``["m", ...]``) that do not make a frame: the shim never sends them, Python drops them.
+
+    Each case leaves the document with no frame in parts, so the live sockets echo as before.
+    """
+    async with open_arena(context, server, other_server) as arena:
+        main = arena.target("main")
+        for socket_id in sorted(main.live):  # a mocked socket and a connected one
+            cases = [
+                # A text part, then a binary part: one rejection, and the last part goes with them.
+                ([["m", socket_id, "t", "AA"], ["m", socket_id, "b", "QUJD"], ["t", socket_id, "tail"]], 1, 0),
+                # More than a frame may hold, across parts (the limit is lowered to 2048 here).
+                ([["m", socket_id, "t", "x" * 1500], ["m", socket_id, "t", "y" * 1000], ["t", socket_id, "z"]], 1, 0),
+                # A last part of the other kind.
+                ([["m", socket_id, "t", "AA"], ["b", socket_id, "QUJD"]], 1, 0),
+                # Another socket's message before the last part (a socket of no document here).
+                ([["m", socket_id, "b", "QUJD"], ["t", 999, "x"]], 1, 1),
+            ]
+            for messages, rejections, not_routed in cases:
+                case = forged(main, *messages)
+                call_and_check(Case(case.tunnel, case.session, case.params, rejections, not_routed), tunnel_log)
+            # The same, one part per call: what is held between calls is dropped just the same.
+            one_per_call = [
+                (["m", socket_id, "t", "AA"], 0),
+                (["m", socket_id, "b", "QUJD"], 1),
+                (["t", socket_id, "z"], 0),
+            ]
+            for message, expected in one_per_call:
+                case = forged(main, message)
+                call_and_check(Case(case.tunnel, case.session, case.params, expected), tunnel_log)
+        document = main.tunnel._documents[(main.session.session_id, main.context_id)]
+        assert (document.parts_socket, document.parts, document.parts_bytes) == (0, [], 0)
+        await arena.check_every_socket_echoes()
 
 
 async def test_a_close_reason_that_is_not_unicode_is_rejected(
