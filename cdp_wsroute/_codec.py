@@ -254,21 +254,32 @@ def batch_expression(dispatch: str, token: str, batch: list[list[Any]]) -> list[
         UnicodeEncodeError: a text holds a lone surrogate (the route API refuses those first).
     """
     parts = [f'"{dispatch}(\\"{token}\\",['.encode()]
+    plain: list[list[Any]] = []  # a run of messages without base64: encoded together
+
+    def flush_plain() -> None:
+        # A JavaScript literal (JSON) of the run, less its brackets, then that text in a JSON string.
+        literal = json.dumps(plain, ensure_ascii=False, separators=(",", ":"))[1:-1]
+        parts.append(json.dumps(literal, ensure_ascii=False)[1:-1].encode())
+        plain.clear()
+
     for i, item in enumerate(batch):
+        if type(item[-1]) is not bytes:
+            if i and not plain:
+                parts.append(b",")
+            plain.append(item)
+            continue
+        if plain:
+            flush_plain()
         if i:
             parts.append(b",")
         if item[0] == "b":
             parts.append(f'[\\"b\\",{item[1]},\\"'.encode())
-            parts.append(item[2])
-            parts.append(b'\\"]')
-        elif item[0] == "m" and item[2] == "b":
+        else:  # a part: ["m", id, "b", base64]
             parts.append(f'[\\"m\\",{item[1]},\\"b\\",\\"'.encode())
-            parts.append(item[3])
-            parts.append(b'\\"]')
-        else:
-            # A JavaScript literal (JSON), then that text as a JSON string, less its quotes.
-            literal = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
-            parts.append(json.dumps(literal, ensure_ascii=False)[1:-1].encode())
+        parts.append(item[-1])
+        parts.append(b'\\"]')
+    if plain:
+        flush_plain()
     parts.append(b'])"')
     return parts
 

@@ -72,12 +72,15 @@ __all__ = ["Document", "Tunnel", "shim_source"]
 
 logger = logging.getLogger("cdp_wsroute.tunnel")
 
-MAX_BATCHES_IN_FLIGHT = 2
-# Chromium fails a protocol message to a renderer of about 100 MiB and more (the page
-# crashes, the connection can wedge): big messages go in parts, batches stay well below.
-PART_BYTES = 8 * 1024 * 1024 - (8 * 1024 * 1024) % 3  # a multiple of 3: parts encode to base64 alone
-MAX_BATCH_BYTES = 16 * 1024 * 1024
-_LITERAL_BATCH_BYTES = 256 * 1024
+# Batch sizes, in data bytes. Chromium's cost per byte of a protocol message grows with
+# its size, and a call is converted by the browser process and then by the renderer, one
+# after the other: calls of 256 Ki base64 characters (192 KiB), several in flight, keep
+# both busy at once and halve a 16 MiB echo (benchmarks/README.md, "Kept"). Chromium
+# also fails a protocol message of about 100 MiB outright.
+MAX_BATCHES_IN_FLIGHT = 8
+PART_BYTES = 192 * 1024  # a multiple of 3: parts encode to base64 alone
+MAX_BATCH_BYTES = 192 * 1024
+_LITERAL_BATCH_BYTES = 16 * 1024  # from here a batch goes as an evaluate literal, not call arguments
 PAGE_HIGH_WATER = 4 * 1024 * 1024
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*$")
 
