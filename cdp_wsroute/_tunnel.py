@@ -8,13 +8,15 @@ executionContextId CDP reports (which the page cannot forge) picks the
 *document*, and socket ids are only looked up within it, so a frame can neither
 reach nor read another frame's sockets.
 
-Python -> page: what routes send is queued per document and goes out as one
-``Runtime.callFunctionOn`` per batch (a big one: ``Runtime.evaluate`` of a literal,
-its command text built around the base64, see ``_call``): right after the binding event that caused
-it (so answers precede the user's next command), else at once. A document has
-at most ``MAX_BATCHES_IN_FLIGHT`` calls in flight; each is answered once the
-page has *dispatched* its messages, and what is queued meanwhile goes out with
-the next one (batching without timers or tasks, at the pace the page reads). Each document's calls are in order, and so
+Python -> page: what routes send is queued per document and goes out in calls of
+at most ``MAX_BATCH_BYTES`` of data (``Runtime.callFunctionOn``; a bigger batch as
+``Runtime.evaluate`` of a literal whose command text is built around the base64,
+see ``_call``): right after the binding event that caused it (so answers precede
+the user's next command), else at once. Each call is answered once the page has
+*dispatched* its messages. Full batches go while fewer than ``MAX_BATCHES_IN_FLIGHT``
+calls are in flight, a partial one only while fewer than two are, and what is
+queued meanwhile goes out with the next one (batching without timers or tasks, at
+the pace the page reads). Each document's calls are in order, and so
 are its sockets' frames. A document with ``PAGE_HIGH_WATER`` bytes or more queued
 or in flight is *behind*: upstream readers and acknowledgements to the page wait
 (see ``_route``) until it is below half of that.
@@ -77,7 +79,8 @@ logger = logging.getLogger("cdp_wsroute.tunnel")
 # after the other: calls of 256 Ki base64 characters (192 KiB), several in flight, keep
 # both busy at once and halve a 16 MiB echo (benchmarks/README.md, "Kept"). Chromium
 # also fails a protocol message of about 100 MiB outright.
-MAX_BATCHES_IN_FLIGHT = 8
+MAX_BATCHES_IN_FLIGHT = 8  # full batches; a partial one waits while 2 are in flight
+_PARTIAL_BATCHES_IN_FLIGHT = 2
 PART_BYTES = 192 * 1024  # a multiple of 3: parts encode to base64 alone
 MAX_BATCH_BYTES = 192 * 1024
 _LITERAL_BATCH_BYTES = 16 * 1024  # from here a batch goes as an evaluate literal, not call arguments
@@ -426,29 +429,39 @@ class Tunnel:
                     self._send_batch(document)
 
     def _send_batch(self, document: Document) -> None:
-        if document.gone or not document.outbox or document.batches_in_flight >= MAX_BATCHES_IN_FLIGHT:
-            return  # a full document's next batch goes when an answer comes (_delivered)
-        if document.outbox_bytes <= MAX_BATCH_BYTES:
-            batch, document.outbox = document.outbox, []
-            size, document.outbox_bytes = document.outbox_bytes, 0
-            document.outbox_sizes = []
-        else:
-            count, size = 0, 0
-            for item in document.outbox_sizes:
-                if count and size + item > MAX_BATCH_BYTES:
-                    break
-                count, size = count + 1, size + item
-            batch, document.outbox = document.outbox[:count], document.outbox[count:]
-            del document.outbox_sizes[:count]
-            document.outbox_bytes -= size
-        document.batches_in_flight += 1
-        method, params = self._call(document, batch, size)
-        document.session.connection.send_nowait(
-            method,
-            params,
-            document.session.session_id,
-            on_reply=functools.partial(self._delivered, document, size),
-        )
+        """Send what the document's outbox holds, as far as the calls in flight allow.
+
+        Full batches (MAX_BATCH_BYTES) go while fewer than MAX_BATCHES_IN_FLIGHT calls are
+        in flight; a partial one only while fewer than _PARTIAL_BATCHES_IN_FLIGHT are, so
+        that small messages gather into one call while the page is busy.
+        """
+        while not document.gone and document.outbox:
+            in_flight = document.batches_in_flight
+            if in_flight >= MAX_BATCHES_IN_FLIGHT or (
+                in_flight >= _PARTIAL_BATCHES_IN_FLIGHT and document.outbox_bytes < MAX_BATCH_BYTES
+            ):
+                return  # the next batch goes when an answer comes (_delivered)
+            if document.outbox_bytes <= MAX_BATCH_BYTES:
+                batch, document.outbox = document.outbox, []
+                size, document.outbox_bytes = document.outbox_bytes, 0
+                document.outbox_sizes = []
+            else:
+                count, size = 0, 0
+                for item in document.outbox_sizes:
+                    if count and size + item > MAX_BATCH_BYTES:
+                        break
+                    count, size = count + 1, size + item
+                batch, document.outbox = document.outbox[:count], document.outbox[count:]
+                del document.outbox_sizes[:count]
+                document.outbox_bytes -= size
+            document.batches_in_flight += 1
+            method, params = self._call(document, batch, size)
+            document.session.connection.send_nowait(
+                method,
+                params,
+                document.session.session_id,
+                on_reply=functools.partial(self._delivered, document, size),
+            )
 
     def _delivered(self, document: Document, size: int) -> None:
         """The page dispatched a batch (or it failed with its document): the next may go."""

@@ -18,7 +18,7 @@ from cdp_wsroute import Page, WebSocketRoute
 from cdp_wsroute._codec import WINDOW
 from cdp_wsroute._http import StaticServer
 from cdp_wsroute._route import _RoutedSocket
-from cdp_wsroute._tunnel import PAGE_HIGH_WATER, Document
+from cdp_wsroute._tunnel import MAX_BATCH_BYTES, MAX_BATCHES_IN_FLIGHT, PAGE_HIGH_WATER, Document
 from tests.support import STEP, eventually
 from tests.wsservers import RawConnection, ServerConnection, serve_raw, serve_ws
 
@@ -271,3 +271,36 @@ async def test_messages_too_big_for_one_protocol_message_go_in_parts(page: Page,
     assert checks[1] == ["text", 4 * 7 * 1024 * 1024, "é☃😀", "é☃😀"]  # 😀 is two UTF-16 units
     assert checks[2:] == [["binary", 4 * 1024 * 1024, True] for _ in range(40)]
     assert await page.evaluate("1 + 1") == 2
+
+
+async def test_full_batches_pipeline_and_small_ones_gather(page: Page, server: StaticServer) -> None:
+    """Up to MAX_BATCHES_IN_FLIGHT full calls go to the page at once; a partial one waits while two
+    are in flight, gathering what is queued meanwhile; the page gets everything once, in order."""
+    routes: list[WebSocketRoute] = []
+    await page.route_web_socket("**/gather", routes.append)
+    await open_page(page, server, None)
+    await page.evaluate(
+        """() => new Promise((resolve) => {
+          window.got = [];
+          const ws = new WebSocket('ws://127.0.0.1:1/gather');
+          ws.binaryType = 'arraybuffer';
+          ws.onmessage = (e) => got.push(typeof e.data === 'string' ? e.data : e.data.byteLength);
+          ws.onopen = resolve;
+        })"""
+    )
+    document, _ = routed_socket(page)
+    await eventually(lambda: document.batches_in_flight == 0, "the open to be delivered")
+    # No answer can arrive in between: these run without a checkpoint.
+    routes[0].send(b"x" * (4 * MAX_BATCH_BYTES))  # four full parts
+    assert document.batches_in_flight == 4
+    for k in range(10):
+        routes[0].send(f"small {k}")
+    assert document.batches_in_flight == 4  # the small ones wait, together
+    assert len(document.outbox) == 10
+    routes[0].send(b"y" * (MAX_BATCHES_IN_FLIGHT * MAX_BATCH_BYTES))  # fills the other slots, no more
+    assert document.batches_in_flight == MAX_BATCHES_IN_FLIGHT
+    expected = [4 * MAX_BATCH_BYTES, *(f"small {k}" for k in range(10)), MAX_BATCHES_IN_FLIGHT * MAX_BATCH_BYTES]
+    await page.wait_for_function(f"got.length === {len(expected)}", timeout=STEP)
+    assert await page.evaluate("got") == expected
+    assert document.batches_in_flight == 0
+    assert not document.outbox
