@@ -1,5 +1,8 @@
 """A test page whose sockets log their events, and the helpers that read the logs.
 
+The helpers only need the page's ``logs`` array; test_route_core.py has a page of its
+own (subprotocols, thrown constructors, binary as bytes) and reads it with them too.
+
 ``openWs(url)`` opens a socket and returns its index; ``logs[i]`` records "open",
 "message <text>", "binary <byteLength>", "error" and "close <code> <reason> <wasClean>".
 """

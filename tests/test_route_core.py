@@ -40,13 +40,12 @@ from cdp_wsroute import (
     launch,
 )
 from cdp_wsroute._http import StaticServer
-from tests.support import closed_port, eventually
+from tests.socklog import Log, get_log, wait_closed, wait_log
+from tests.support import STEP, closed_port, eventually
 
 from .wsservers import RawConnection, RawServer, ServerConnection, serve_raw, serve_ws
 
 pytestmark = pytest.mark.browser
-
-STEP = 10.0  # seconds any single expected thing may take before a test fails
 
 HELPERS = """
 window.socks = [];
@@ -75,7 +74,6 @@ window.openWs = (url, protocols) => {
 """
 PAGE = f"<!doctype html><title>ws</title><script>{HELPERS}</script>"
 
-Log = list[str]
 Closes = list[tuple[int | None, str | None]]
 
 
@@ -87,26 +85,9 @@ async def open_ws(target: Page | Frame, url: str, protocols: list[str] | None = 
     return index
 
 
-async def get_log(target: Page | Frame, index: int) -> Log:
-    log: Log = await target.evaluate("(i) => logs[i]", index)
-    return log
-
-
 async def ready_state(target: Page | Frame, index: int) -> int:
     state: int = await target.evaluate("(i) => socks[i].readyState", index)
     return state
-
-
-async def wait_log(target: Page | Frame, index: int, entry: str) -> Log:
-    """Wait until the socket's log has ``entry``; return the log."""
-    await target.wait_for_function("([i, e]) => logs[i].includes(e)", [index, entry], timeout=STEP)
-    return await get_log(target, index)
-
-
-async def wait_closed(target: Page | Frame, index: int) -> Log:
-    """Wait for the socket's close event; return its whole log."""
-    await target.wait_for_function("(i) => logs[i].some((e) => e.startsWith('close '))", index, timeout=STEP)
-    return await get_log(target, index)
 
 
 async def page_send(target: Page | Frame, index: int, *messages: str) -> None:
