@@ -16,8 +16,11 @@ as in ``bench.py``, whose page (``wsbench/bench.js``), server and route handlers
 The ``raw_*`` scenarios calibrate the Chromium primitives the tunnel is built on, through
 the page's raw CDP session and a binding of our own (no route, no shim involved): a 20 B
 binding round trip, a 16 MiB message's base64 (22.4 MB) handed from the page to Python
-through a binding call, and the same string handed from Python to the page as a
-``Runtime.evaluate`` expression literal and as a ``Runtime.callFunctionOn`` argument.
+through a binding call, the same string handed from Python to the page as a
+``Runtime.evaluate`` expression literal and as a ``Runtime.callFunctionOn`` argument, and
+scenario (b) done with those two primitives alone (``raw_echo_64KiB``: the page's base64,
+three messages per binding call, handed back unparsed as a literal), the floor of a
+tunnel over CDP.
 See benchmarks/README.md, "Where the time goes", for how to read the output.
 """
 
@@ -59,10 +62,12 @@ _PROC = Path("/proc")
 
 # The calibration helpers, installed in a page without routes: the page calls our binding
 # and waits for Python's answer (``reply``); ``sink`` takes what Python hands over.
-CALIBRATION_JS = """(binding) => {
+CALIBRATION_JS = """({ binding, echoBinding }) => {
   const call = globalThis[binding];
+  const callEcho = globalThis[echoBinding];
   const now = () => performance.now();
   let waiting = null;
+  let echoed = null;
   const roundTrip = (payload) => new Promise((resolve) => { waiting = resolve; call(payload); });
   const summary = (times) => {
     const sorted = [...times].sort((a, b) => a - b);
@@ -97,6 +102,40 @@ CALIBRATION_JS = """(binding) => {
         times.push(now() - start);
       }
       return { ...summary(times), chars: payload.length };
+    },
+    // Scenario (b) with nothing but CDP: the page sends `count` binary messages at once, their
+    // base64 `perCall` to a binding call (the shim's batches); Python hands each call's payload
+    // straight back as a Runtime.evaluate literal; the page decodes and checks every message.
+    echoBack(batch) {
+      if (echoed) echoed(batch);
+    },
+    echoBurst({ count, size, perCall }) {
+      return new Promise((resolve) => {
+        const start = now();
+        let received = 0;
+        let reordered = 0;
+        echoed = (batch) => {
+          for (let i = 0; i < batch.length; i++) {
+            const bytes = Uint8Array.fromBase64(batch[i]);
+            if (new DataView(bytes.buffer).getUint32(0, true) !== received) reordered++;
+            received++;
+          }
+          if (received < count) return;
+          echoed = null;
+          const ms = now() - start;
+          resolve({ ms, per_s: (count / ms) * 1000, per_message_ms: ms / count, reordered, lost: 0 });
+        };
+        let batch = [];
+        for (let seq = 0; seq < count; seq++) {
+          const buffer = new ArrayBuffer(size);
+          new DataView(buffer).setUint32(0, seq, true);
+          batch.push(new Uint8Array(buffer).toBase64());
+          if (batch.length === perCall || seq === count - 1) {
+            callEcho(JSON.stringify(batch));
+            batch = [];
+          }
+        }
+      });
     },
   };
 }"""
@@ -337,6 +376,23 @@ async def _raw_upload(pages: Pages, ops: int) -> JSONDict:
     return result
 
 
+async def _raw_echo(pages: Pages, ops: int) -> JSONDict:
+    # Three 64 KiB messages per call, as the shim's calls of PART_CHARS (256 Ki) characters carry.
+    arg = {"count": 100, "size": 64 * KiB, "perCall": 3}
+    results = []
+    for _ in range(ops // 100):
+        with trio.fail_after(RUN_TIMEOUT):
+            result: JSONDict = await pages.plain.evaluate("arg => window.__profile.echoBurst(arg)", arg)
+        if result["reordered"]:
+            raise RuntimeError(f"raw echo: messages reordered: {result}")
+        results.append(result)
+    return {
+        "ms_per_message": statistics.median(r["per_message_ms"] for r in results),
+        "per_s": statistics.median(r["per_s"] for r in results),
+        "page_ms": sum(r["ms"] for r in results),
+    }
+
+
 def _raw_download(how: str) -> Callable[[Pages, int], Awaitable[JSONDict]]:
     async def run(pages: Pages, ops: int) -> JSONDict:
         session = pages.plain._session  # the page's raw CDP session (README: "Raw CDP")
@@ -420,6 +476,15 @@ SCENARIOS = [
         lambda quick: 200 if quick else 3000,
         _raw_round_trips,
         lambda r: f"p50 {r['p50_ms']:.2f} ms",
+    ),
+    Scenario(
+        "raw_echo_64KiB",
+        "raw: (b) with nothing but CDP: 100 x 64 KiB at once, base64, 3 per binding call, "
+        "handed back unparsed in Runtime.evaluate",
+        "",
+        lambda quick: 100 if quick else 1000,
+        _raw_echo,
+        lambda r: f"{r['per_s']:,.0f} msg/s",
     ),
     Scenario(
         "raw_binding_big",
@@ -576,6 +641,7 @@ async def _install_calibration(pages: Pages, big_size: int) -> None:
     """Our own binding in the plain page; Python answers each call at once, as the tunnel does."""
     session = pages.plain._session
     pages.binding = "__profile_" + secrets.token_hex(8)
+    echo_binding = "__profile_echo_" + secrets.token_hex(8)
     called = trio.Event()
     token = secrets.token_urlsafe(32)
 
@@ -597,9 +663,25 @@ async def _install_calibration(pages: Pages, big_size: int) -> None:
             session.session_id,
         )
 
+    def on_echo(params: JSONDict) -> None:
+        if params.get("name") != echo_binding:
+            return
+        # The payload is a JSON array of base64 strings: a JavaScript literal as it stands.
+        session.connection.send_nowait(
+            "Runtime.evaluate",
+            {
+                "expression": f"__profile.echoBack({params['payload']})",
+                "contextId": int(params["executionContextId"]),
+                "silent": True,
+            },
+            session.session_id,
+        )
+
     session.on("Runtime.bindingCalled", on_call)
+    session.on("Runtime.bindingCalled", on_echo)
     await session.send("Runtime.addBinding", {"name": pages.binding})
-    await pages.plain.evaluate(CALIBRATION_JS, pages.binding)
+    await session.send("Runtime.addBinding", {"name": echo_binding})
+    await pages.plain.evaluate(CALIBRATION_JS, {"binding": pages.binding, "echoBinding": echo_binding})
     await pages.plain.evaluate("() => window.__profile.roundTrips({ count: 3, size: 20 })")
     await called.wait()
     pages.big_bytes = big_size
@@ -613,6 +695,7 @@ async def warm_up(pages: Pages) -> None:
         await _bench(page, "echo", {"url": url, "count": 20, "size": 64 * KiB, "binary": True, "idleMs": IDLE_MS})
         await _bench(page, "pingPong", {"url": url, "count": 50, "size": 20, "idleMs": IDLE_MS})
     await _bench(pages.mock, "echo", {"url": url, "count": 1, "size": 4 * MiB, "binary": True, "idleMs": IDLE_MS})
+    await _raw_echo(pages, 100)
 
 
 # -- report --------------------------------------------------------------------------------------

@@ -16,12 +16,13 @@ side). Frames from the page count towards a per-socket window (``WINDOW``); the
 page holds further frames (in its ``bufferedAmount``) until Python acknowledges
 the ones it has taken in, and Python holds back acknowledgements while this
 socket's *page backlog* (frames queued for the upstream, for handlers, for
-``receive()``, or held while the route handler runs) is a window or more, while
-the upstream is still connecting, or while the page is not keeping up with what
-it is sent. The upstream reader stops reading (TCP pushes back on the server)
-while the *server backlog* is a window or more or the page is behind. So Python
-holds at most about two windows per socket each way, plus ``PAGE_HIGH_WATER``
-per document towards the page. Only what user code itself sends with
+``receive()``, or held while the route handler runs) is ``_BACKLOG`` or more,
+while the upstream is still connecting, or while the page is not keeping up with
+what it is sent. The upstream reader stops reading (TCP pushes back on the
+server) while the *server backlog* is ``_BACKLOG`` or more or the page is
+behind. So Python holds at most about a backlog and a window per socket from the
+page, a backlog (and the message being read) from the server, and
+``PAGE_HIGH_WATER`` per document towards the page. Only what user code itself sends with
 ``route.send()`` is not bounded: it never blocks, like ``WebSocket.send``.
 """
 
@@ -94,6 +95,8 @@ _GOING_AWAY_GRACE = 1.0
 # but with str lengths, which are at most four times fewer than UTF-8 bytes: a page
 # blocked on a full window always gets its acknowledgement).
 _ACK_AT = WINDOW // 4
+# What a socket may have queued in Python, either way, before it pushes back.
+_BACKLOG = 1024 * 1024
 # The most the upstream writer puts in one write.
 _WRITE_BATCH = 1024 * 1024
 
@@ -450,7 +453,7 @@ class _RoutedSocket:
     def _acknowledge(self) -> None:
         """Let the page send more, unless this socket is backed up."""
         if (
-            self._page_backlog() >= WINDOW
+            self._page_backlog() >= _BACKLOG
             or self.state.server is SideState.CONNECTING
             or self.document.tunnel.page_is_behind(self.document)
         ):
@@ -465,7 +468,7 @@ class _RoutedSocket:
         self._relief.set()
 
     def _server_backed_up(self) -> bool:
-        return self._server_backlog() >= WINDOW or self.document.tunnel.page_is_behind(self.document)
+        return self._server_backlog() >= _BACKLOG or self.document.tunnel.page_is_behind(self.document)
 
     async def _wait_for_server_room(self) -> None:
         """Stop reading from the upstream while its messages back up in Python or the page."""

@@ -17,7 +17,7 @@ import trio
 from cdp_wsroute import Page, WebSocketRoute
 from cdp_wsroute._codec import WINDOW
 from cdp_wsroute._http import StaticServer
-from cdp_wsroute._route import _RoutedSocket
+from cdp_wsroute._route import _BACKLOG, _RoutedSocket
 from cdp_wsroute._tunnel import MAX_BATCH_BYTES, MAX_BATCHES_IN_FLIGHT, PAGE_HIGH_WATER, Document
 from tests.support import STEP, eventually
 from tests.wsservers import RawConnection, ServerConnection, serve_raw, serve_ws
@@ -117,7 +117,7 @@ async def test_slow_server_keeps_frames_in_the_page(page: Page, server: StaticSe
         with trio.fail_after(STEP):
             await page.wait_for_function("ws.bufferedAmount >= 20 * 1024 * 1024")
         await eventually(lambda: socket._upstream_bytes > 0, "the upstream writer to back up")
-        assert socket._page_backlog() <= 2 * WINDOW + FRAME  # acknowledged below a window, plus a window
+        assert socket._page_backlog() <= _BACKLOG + WINDOW + FRAME  # acknowledged below a backlog, plus a window
 
         reading.set()
         conn = await upstream.next_connection()
@@ -181,16 +181,16 @@ async def test_slow_handler_keeps_frames_in_the_page(page: Page, server: StaticS
 
     await page.route_web_socket("**/ws", handler)
     await open_page(page, server, "ws://127.0.0.1:1/ws")
-    await page.evaluate("([n, size]) => send_frames(n, size)", [FRAMES // 4, FRAME])
+    await page.evaluate("([n, size]) => send_frames(n, size)", [FRAMES // 2, FRAME])
     _, socket = routed_socket(page)
 
     with trio.fail_after(STEP):
-        await page.wait_for_function("ws.bufferedAmount >= 5 * 1024 * 1024")
-    assert socket._page_backlog() <= 2 * WINDOW + FRAME
+        await page.wait_for_function("ws.bufferedAmount >= 10 * 1024 * 1024")
+    assert socket._page_backlog() <= _BACKLOG + WINDOW + FRAME
 
     go.set()
-    await eventually(lambda: len(seen) == FRAMES // 4, "every frame to reach the handler", timeout=60)
-    assert seen == list(range(FRAMES // 4))
+    await eventually(lambda: len(seen) == FRAMES // 2, "every frame to reach the handler", timeout=60)
+    assert seen == list(range(FRAMES // 2))
     assert await buffered_amount(page) == 0
 
 
@@ -199,14 +199,14 @@ async def test_unread_receive_queue_keeps_frames_in_the_page(page: Page, server:
     async with page.expect_web_socket_route("**/ws") as info:
         await page.evaluate("(url) => open_ws(url)", "ws://127.0.0.1:1/ws")
     route = await info.value
-    await page.evaluate("([n, size]) => send_frames(n, size)", [FRAMES // 4, FRAME])
+    await page.evaluate("([n, size]) => send_frames(n, size)", [FRAMES // 2, FRAME])
 
     with trio.fail_after(STEP):
-        await page.wait_for_function("ws.bufferedAmount >= 5 * 1024 * 1024")
+        await page.wait_for_function("ws.bufferedAmount >= 10 * 1024 * 1024")
     _, socket = routed_socket(page)
-    assert socket._page_backlog() <= 2 * WINDOW + FRAME
+    assert socket._page_backlog() <= _BACKLOG + WINDOW + FRAME
 
-    for index in range(FRAMES // 4):
+    for index in range(FRAMES // 2):
         assert frame_index(await route.receive()) == index
     assert await buffered_amount(page) == 0
 
