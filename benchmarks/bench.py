@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wsbench.machine import CpuTimes
 from wsbench.report import build_report, format_report
 from wsbench.runner import Record, WorkerConfig
 from wsbench.scenarios import IMPLS, SCENARIOS, Impl, Scenario, cases, select
@@ -186,7 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out=str(Path(tmp) / f"{module}.json"),
             )
             print(f"bench: {', '.join(impls)} ...", file=sys.stderr, flush=True)
+            before = CpuTimes.take()
             outcome = run_worker(module, config, worker_budget(scenarios, impls, quick, runs))
+            load = CpuTimes.take().since(before)
+            meta.setdefault("machine", {})["+".join(impls)] = {"busy": load.busy, "steal": load.steal}
             records += outcome.records
             if "playwright" in impls:
                 error = outcome.meta.get("error")

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from wsbench.machine import CpuTimes
 from wsbench.mock import mock, pass_through
 from wsbench.protocol import Ports
 from wsbench.server import ServerProcess
@@ -533,6 +534,7 @@ class Row:
     peer_cpu_s: float
     chromium_threads: dict[str, float]
     mb_per_op: float | None = None  # protocol MB per operation, for the calibrations
+    steal: float = 0.0  # the share of the machine's CPU time its hypervisor took during the run
     profiled_wall_s: float | None = None
     profiled_python_cpu_s: float | None = None
     profiled_samples_s: float | None = None  # what the profile's samples add up to
@@ -553,9 +555,11 @@ async def measure(scenario: Scenario, pages: Pages, ops: int, browser_pid: int |
     """Run ``scenario`` once for its figures; its CPU time, here and in Chromium and the peer."""
     tree = TreeSample.take(browser_pid)
     peer = _process_ticks(peer_pid)
+    machine = CpuTimes.take()
     cpu, wall = time.process_time(), time.perf_counter()
     page = await scenario.run(pages, ops)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    load = CpuTimes.take().since(machine)
     peer = _process_ticks(peer_pid) - peer
     by_type, by_thread = TreeSample.take(browser_pid).since(tree)
     return Row(
@@ -571,6 +575,7 @@ async def measure(scenario: Scenario, pages: Pages, ops: int, browser_pid: int |
         peer_cpu_s=peer,
         chromium_threads=by_thread,
         mb_per_op=len(pages.big) / MB if scenario.per_mb else None,
+        steal=load.steal,
     )
 
 
@@ -713,11 +718,12 @@ def format_report(rows: Sequence[Row], meta: JSONDict) -> str:
         f"load average {meta['load_before']} before, {meta['load_after']} after",
         "",
         "Per operation (a message, or a round trip), ms. Chromium = browser + renderer + other processes;",
-        "peer = the bench server; Chromium share = Chromium's part of all the CPU time (Python + Chromium + peer).",
+        "peer = the bench server; Chromium share = Chromium's part of all the CPU time (Python + Chromium + peer);",
+        "stolen = the share of the machine's CPU time its hypervisor took during the run (slows everything).",
         "",
         "| scenario | page figure | target | wall | Python CPU | Chromium CPU | browser | renderer | other | peer "
-        "| Chromium share |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Chromium share | stolen |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         cpu = row.chromium_cpu_s
@@ -734,6 +740,7 @@ def format_report(rows: Sequence[Row], meta: JSONDict) -> str:
             _fmt_ms(row.per_op_ms(cpu["other"])),
             _fmt_ms(row.per_op_ms(row.peer_cpu_s)) if row.peer_cpu_s else "-",
             f"{row.chromium_total_s / total:.0%}" if total else "-",
+            f"{row.steal:.1%}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     calibrations = [row for row in rows if row.mb_per_op]

@@ -71,3 +71,8 @@ def test_quick_bench_measures_every_scenario_without_losing_a_frame(tmp_path: Pa
         assert record["peak_rss_mib"] > 0, case
     assert report["problems"] == []
     assert "vs native" in done.stdout  # the table was printed
+    # How busy the machine was while the worker ran, and what the hypervisor took.
+    load = report["meta"]["machine"]["cdp_wsroute+native"]
+    assert 0 < load["busy"] <= 1
+    assert 0 <= load["steal"] < 1
+    assert "stolen by the hypervisor" in done.stdout

@@ -290,6 +290,10 @@ def format_report(report: dict[str, Any], records: Sequence[Record]) -> str:
         f"vs native, {meta.get('browser_version') or meta.get('playwright_browser_version', '?')}; "
         f"{meta['mode']}, median of {meta['runs']} run(s)",
     ]
+    for impls, load in meta.get("machine", {}).items():
+        lines.append(
+            f"while {impls} ran: machine CPU {load['busy']:.0%} busy, {load['steal']:.1%} stolen by the hypervisor"
+        )
     if meta.get("playwright_error"):
         lines.append(f"PLAYWRIGHT NOT MEASURED: {meta['playwright_error'].splitlines()[0]} (the JSON has it all)")
     lines += ["", *_main_table(report, results), "", "Details:", *_details(results, scenarios)]
