@@ -45,7 +45,7 @@ MAX_SOCKET_ID = 2**53 - 1
 # frames unacknowledged, each frame costing its size plus FRAME_COST. An acknowledgement
 # can wait behind all that is queued for the page (the tunnel's PAGE_HIGH_WATER, 4 MiB):
 # a smaller window stalls a page that sends while it receives (1 MiB frames echoed: a
-# quarter slower with a 1 MiB window, benchmarks/README.md).
+# fifth slower with a 1 MiB window, benchmarks/README.md).
 WINDOW = 4 * 1024 * 1024
 FRAME_COST = 64
 # The largest page -> Python batch the shim builds, and the size of the parts a larger

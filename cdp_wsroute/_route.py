@@ -22,8 +22,9 @@ what it is sent. The upstream reader stops reading (TCP pushes back on the
 server) while the *server backlog* is ``_BACKLOG`` or more or the page is
 behind. So Python holds at most about a backlog and a window per socket from the
 page, a backlog (and the message being read) from the server, and
-``PAGE_HIGH_WATER`` per document towards the page. Only what user code itself sends with
-``route.send()`` is not bounded: it never blocks, like ``WebSocket.send``.
+``PAGE_HIGH_WATER`` per document towards the page. Only what user code itself
+sends with ``route.send()`` is not bounded: it never blocks, like
+``WebSocket.send``.
 """
 
 from __future__ import annotations

@@ -47,6 +47,3 @@ class MachineLoad:
 
     busy: float  # running anything in this machine
     steal: float  # taken by the hypervisor
-
-    def describe(self) -> str:
-        return f"machine CPU {self.busy:.0%} busy, {self.steal:.1%} stolen by the hypervisor"
