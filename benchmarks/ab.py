@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 from wsbench.mock import mock, pass_through
+from wsbench.pagecall import IDLE_MS, bench
 from wsbench.server import ServerProcess
 
 import cdp_wsroute._codec as codec
@@ -37,8 +38,6 @@ import cdp_wsroute._route as route_module
 import cdp_wsroute._tunnel as tunnel_module
 from cdp_wsroute import Page, launch
 
-IDLE_MS = 60_000
-RUN_TIMEOUT = 240.0
 WARM_UP_RUNS = 3
 
 # Setting -> the module attributes it sets.
@@ -85,11 +84,7 @@ def apply(setting: dict[str, Any]) -> None:
 
 
 async def _echo(page: Page, arg: dict[str, Any]) -> float:
-    with trio.fail_after(RUN_TIMEOUT):
-        result: dict[str, Any] = await page.evaluate("arg => window.bench.echo(arg)", arg)
-    if result.get("lost") or result.get("reordered") or result.get("stalled"):
-        raise RuntimeError(f"frames lost or reordered, or the page stalled: {result}")
-    return float(result["per_s"])
+    return float((await bench(page, "echo", arg))["per_s"])
 
 
 async def run(args: argparse.Namespace) -> list[list[float]]:

@@ -45,6 +45,8 @@ from typing import Any
 import trio
 from wsbench.machine import CpuTimes
 from wsbench.mock import mock, pass_through
+from wsbench.pagecall import IDLE_MS, RUN_TIMEOUT
+from wsbench.pagecall import bench as _bench
 from wsbench.protocol import Ports
 from wsbench.server import ServerProcess
 
@@ -54,8 +56,6 @@ JSONDict = dict[str, Any]
 KiB = 1024
 MiB = 1024 * KiB
 MB = 1_000_000  # protocol strings are counted in MB of characters, as in the README
-IDLE_MS = 60_000  # the page gives up after this long without progress
-RUN_TIMEOUT = 240.0  # and Python after this long per run
 PROFILE_INTERVAL = 0.001  # pyinstrument's sampling interval (s)
 TOP_FUNCTIONS = 8
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -325,14 +325,6 @@ class Scenario:
     run: Callable[[Pages, int], Awaitable[JSONDict]]  # the figures of one run of so many ops
     figure: Callable[[JSONDict], str]
     per_mb: bool = False  # calibrations: CPU per MB of protocol string too
-
-
-async def _bench(page: Page, function: str, arg: JSONDict) -> JSONDict:
-    with trio.fail_after(RUN_TIMEOUT):
-        result: JSONDict = await page.evaluate(f"arg => window.bench.{function}(arg)", arg)
-    if result.get("lost") or result.get("reordered") or result.get("stalled"):
-        raise RuntimeError(f"{function}: frames lost or reordered, or the page stalled: {result}")
-    return result
 
 
 def _echo(size: int, per_call: int) -> Callable[[Pages, int], Awaitable[JSONDict]]:

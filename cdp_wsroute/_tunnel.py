@@ -128,12 +128,18 @@ class Document:
     outbox_bytes: int = 0  # their sum
     pending_bytes: int = 0  # message bytes queued or in flight, until the page dispatched them
     batches_in_flight: int = 0
-    # A frame from the page in parts (see Tunnel._in_parts): its socket (0: none) and parts so far.
-    parts_socket: int = 0
-    parts: list[str | bytes] = field(default_factory=list)
-    parts_bytes: int = 0
-    parts_dropped: bool = False
+    in_parts: FrameParts | None = None  # a frame from the page coming in parts (Tunnel._in_parts)
     gone: bool = False
+
+
+@dataclass
+class FrameParts:
+    """The leading parts of a frame from the page so far, until its last part comes."""
+
+    socket_id: int
+    parts: list[str | bytes] = field(default_factory=list)
+    size: int = 0  # the sum of their lengths
+    dropped: bool = False  # rejected: its later parts and its last part are dropped too
 
 
 class Tunnel:
@@ -264,7 +270,9 @@ class Tunnel:
         for error in errors:
             self._reject(f"{document.frame!r}: {error}")
         for item in messages:
-            message = self._in_parts(document, item) if document.parts_socket or isinstance(item, Part) else item
+            message = (
+                self._in_parts(document, item) if document.in_parts is not None or isinstance(item, Part) else item
+            )
             if message is None:
                 continue
             if isinstance(message, Create):
@@ -290,39 +298,40 @@ class Tunnel:
         Python holds for it is bounded by one frame), and anything else arriving in
         between means the parts were forged: they are dropped.
         """
-        if document.parts_socket:
-            if message.socket_id == document.parts_socket:
+        frame = document.in_parts
+        if frame is not None:
+            if message.socket_id == frame.socket_id:
                 if isinstance(message, Part):
-                    self._add_part(document, message.data)
+                    self._add_part(document, frame, message.data)
                     return None
                 if isinstance(message, Text | Binary):
-                    return self._join_parts(document, message)
-            if not document.parts_dropped:
-                self._reject_parts(document, "its parts were not followed by its last part")
-            document.parts_socket = 0
+                    document.in_parts = None
+                    return self._join_parts(document, frame, message)
+            if not frame.dropped:
+                self._reject_parts(document, frame, "its parts were not followed by its last part")
+            document.in_parts = None
         if isinstance(message, Part):
-            document.parts_socket, document.parts_dropped = message.socket_id, False
-            self._add_part(document, message.data)
+            document.in_parts = FrameParts(message.socket_id)
+            self._add_part(document, document.in_parts, message.data)
             return None
         return message
 
-    def _add_part(self, document: Document, data: str | bytes) -> None:
-        if document.parts_dropped:
+    def _add_part(self, document: Document, frame: FrameParts, data: str | bytes) -> None:
+        if frame.dropped:
             return
-        if document.parts and type(document.parts[0]) is not type(data):
-            self._reject_parts(document, "a text and a binary part in one frame")
-        elif document.parts_bytes + len(data) > _codec.MAX_MESSAGE_BYTES:
-            self._reject_parts(document, f"over {_codec.MAX_MESSAGE_BYTES} bytes in parts")
+        if frame.parts and type(frame.parts[0]) is not type(data):
+            self._reject_parts(document, frame, "a text and a binary part in one frame")
+        elif frame.size + len(data) > _codec.MAX_MESSAGE_BYTES:
+            self._reject_parts(document, frame, f"over {_codec.MAX_MESSAGE_BYTES} bytes in parts")
         else:
-            document.parts.append(data)
-            document.parts_bytes += len(data)
+            frame.parts.append(data)
+            frame.size += len(data)
 
-    def _join_parts(self, document: Document, last: Text | Binary) -> Text | Binary | None:
-        parts, size, dropped = document.parts, document.parts_bytes, document.parts_dropped
-        document.parts_socket, document.parts, document.parts_bytes, document.parts_dropped = 0, [], 0, False
-        if dropped:
+    def _join_parts(self, document: Document, frame: FrameParts, last: Text | Binary) -> Text | Binary | None:
+        if frame.dropped:
             return None  # the last part of a frame dropped at one of its parts
-        if type(parts[0]) is not type(last.data) or size + len(last.data) > _codec.MAX_MESSAGE_BYTES:
+        parts = frame.parts
+        if type(parts[0]) is not type(last.data) or frame.size + len(last.data) > _codec.MAX_MESSAGE_BYTES:
             self._reject(f"{document.frame!r}: socket {last.socket_id}: a last part that does not fit its frame")
             return None
         parts.append(last.data)
@@ -330,10 +339,10 @@ class Tunnel:
             return Text(last.socket_id, "".join(parts))  # type: ignore[arg-type]
         return Binary(last.socket_id, b"".join(parts))  # type: ignore[arg-type]
 
-    def _reject_parts(self, document: Document, reason: str) -> None:
+    def _reject_parts(self, document: Document, frame: FrameParts, reason: str) -> None:
         """Drop the frame in parts: what came of it, and its other parts and last part as they come."""
-        self._reject(f"{document.frame!r}: socket {document.parts_socket}: a frame in parts: {reason}")
-        document.parts, document.parts_bytes, document.parts_dropped = [], 0, True
+        self._reject(f"{document.frame!r}: socket {frame.socket_id}: a frame in parts: {reason}")
+        frame.parts, frame.size, frame.dropped = [], 0, True
 
     def _reject(self, reason: str) -> None:
         self.rejected += 1
@@ -386,7 +395,7 @@ class Tunnel:
 
     def _close_document(self, document: Document) -> None:
         document.gone = True
-        document.parts.clear()
+        document.in_parts = None
         document.outbox.clear()
         document.outbox_sizes.clear()
         document.outbox_bytes = document.pending_bytes = 0

@@ -149,9 +149,7 @@ async def test_slow_page_stops_reading_the_server(
         await page.route_web_socket("**/ws", lambda route: route.connect_to_server())
         await open_page(page, server, upstream.url())
         await page.evaluate("(url) => { ws.send('start'); setTimeout(() => block(url), 0); }", hold_url)
-        with trio.fail_after(STEP):
-            while not holds:
-                await trio.sleep(0.01)
+        await eventually(lambda: bool(holds), "the page to block in its request")
         document, _ = routed_socket(page)
 
         # The page's main thread is blocked: Python stops reading once a high-water mark of
